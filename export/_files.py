@@ -1,0 +1,48 @@
+"""Writing exported files so that a failure never leaves a half-written artifact."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def check_writable(path, *, suffix: str) -> Path:
+    """Checks, before any slow conversion, that `path` can be written.
+
+    Raises:
+        ValueError: wrong suffix, a missing or unwritable directory, or a directory as path.
+    """
+    path = Path(path)
+    if path.suffix != suffix:
+        raise ValueError(f"Output path {str(path)!r} should end in {suffix!r}.")
+    if path.is_dir():
+        raise ValueError(f"Output path {str(path)!r} is a directory; give a file name.")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(
+            f"Cannot write {str(path)!r}: the directory {str(parent)!r} does not exist. "
+            "Create it first."
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"Cannot write {str(path)!r}: the directory {str(parent)!r} is not writable.")
+    return path
+
+
+def write_atomic(path, data: bytes) -> Path:
+    """Writes `data` to a temporary file beside `path`, then renames it into place."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
+        raise
+    return path

@@ -1,0 +1,59 @@
+"""Export one Keras model to every requested format and verify each file: what the command
+line and the examples' `--export DIR` do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+FORMATS = ("tflite", "onnx")
+
+
+def export_and_verify(
+    model,
+    directory,
+    name: str,
+    *,
+    formats=FORMATS,
+    quantize=(None,),
+    seq_len: int | None = None,
+    inputs=None,
+    metadata: dict | None = None,
+    verify_files: bool = True,
+):
+    """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
+
+    Args:
+        quantize: TFLite variants to write: None (float32), "dynamic", "float16", "int8".
+            int8 calibrates on `inputs`, which it then needs.
+        seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
+        inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
+
+    Returns:
+        A list of `(label, ParityReport or None)` rows, in the order written.
+    """
+    import numpy as np
+
+    from export.onnx import export_onnx
+    from export.parity import verify
+    from export.tflite import export_tflite
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if seq_len is None and inputs is not None:
+        seq_len = int(np.asarray(inputs).shape[1])
+    rows = []
+    if "tflite" in formats:
+        for variant in quantize:
+            suffix = "" if variant is None else f".{variant}"
+            path = export_tflite(
+                model, directory / f"{name}{suffix}.tflite", seq_len=seq_len, quantize=variant,
+                representative_data=inputs if variant == "int8" else None, metadata=metadata,
+            )
+            rows.append((f"{name}{suffix}", verify(model, path, inputs) if verify_files else path))
+    if "onnx" in formats:
+        path = export_onnx(model, directory / f"{name}.onnx", metadata=metadata)
+        rows.append((name, verify(model, path, inputs) if verify_files else path))
+    return rows

@@ -1,0 +1,372 @@
+"""Keras RNN -> a .tflite of TFLite builtin ops only, for the standalone LiteRT interpreter.
+
+The obvious routes fail on Keras 3: `TFLiteConverter.from_keras_model` on a `None` batch or
+time axis stops at `tf.TensorListReserve` (no static element shape), `model.export(
+format="litert")` always enables SELECT_TF_OPS (Flex ops, refused by the standalone
+interpreter), and `from_concrete_functions([fn], model)` gives NaN outputs. So the exporter
+rebuilds the network from its trained weights (`keras_rnn.structure`) as a plain TensorFlow
+function with the batch and sequence length fixed, the time loop unrolled: every step is a
+FULLY_CONNECTED plus element-wise builtins. This form needs no cuDNN kernels (it does not
+matter where the model was trained), keeps Keras's masking exactly (a SELECT per step), is the
+fastest builtin form for short sequences, and is one the int8 calibrator handles (full-int8
+calibration of a WHILE loop segfaults, TensorFlow issue 75140).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from export._files import check_writable, write_atomic
+from export.runtime import TFLITE_METADATA_NAME
+from keras_rnn.structure import (
+    Activation,
+    Bidirectional,
+    Dense,
+    Embedding,
+    Masking,
+    Recurrent,
+    read_model,
+)
+
+QUANTIZE = (None, "dynamic", "float16", "int8")
+MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow to convert
+
+
+class TFLiteConversionError(ValueError):
+    """The model could not be converted to builtin-only TFLite."""
+
+
+def export_tflite(
+    model,
+    path,
+    *,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    quantize: str | None = None,
+    representative_data=None,
+    metadata: dict | None = None,
+) -> Path:
+    """Exports a Keras RNN model to a builtin-only `.tflite` file.
+
+    Args:
+        model: a built Keras model of the supported layers (see `keras_rnn.structure`).
+        path: the `.tflite` file to write; written atomically (no partial file on failure).
+        batch_size: the fixed batch of the exported input (default 1).
+        seq_len: the fixed number of steps; defaults to the model's own time length, and is
+            required when the model accepts any length.
+        quantize: None (float32), `"dynamic"` (int8 weights), `"float16"` (float16 weights)
+            or `"int8"` (full integer; needs `representative_data`).
+        representative_data: for int8: inputs shaped like the model's, `(n, seq_len,
+            features)` or `(n, seq_len)` ids, e.g. the training data.
+        metadata: string key/values stored in the flatbuffer's `keras_rnn` metadata entry
+            (read back with `export.runtime.read_metadata`).
+
+    Returns:
+        The written path. The file's input is `(batch_size, seq_len, features)` float32 or
+        `(batch_size, seq_len)` int32 ids.
+    """
+    path = check_writable(path, suffix=".tflite")
+    data = build_tflite(
+        model,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        quantize=quantize,
+        representative_data=representative_data,
+        metadata=metadata,
+    )
+    return write_atomic(path, data)
+
+
+def build_tflite(
+    model,
+    *,
+    batch_size: int = 1,
+    seq_len: int | None = None,
+    quantize: str | None = None,
+    representative_data=None,
+    metadata: dict | None = None,
+) -> bytes:
+    """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
+    structure = read_model(model)
+    if quantize not in QUANTIZE:
+        raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    seq_len = _resolve_seq_len(structure, seq_len)
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            "quantize='int8' needs representative_data: a few inputs shaped like the model's "
+            "(the training data is a good choice) to calibrate the integer ranges."
+        )
+    import tensorflow as tf
+
+    function = _inference_function(structure, batch_size, seq_len)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    converter.allow_custom_ops = False
+    if quantize is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quantize == "int8":
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = _calibration_batches(
+            structure, representative_data, batch_size, seq_len
+        )
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises ConverterError and others
+        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
+    check_builtin_only(flatbuffer, structure)
+    if metadata:
+        flatbuffer = add_metadata(flatbuffer, metadata)
+    return flatbuffer
+
+
+def _resolve_seq_len(structure, seq_len):
+    own = structure.seq_len
+    if seq_len is None:
+        if own is None:
+            raise ValueError(
+                "The model accepts sequences of any length, but a .tflite file has a fixed "
+                "input shape: pass seq_len=N (the number of steps the device will feed)."
+            )
+        return own
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
+        raise ValueError(f"`seq_len` must be a positive integer, got {seq_len!r}.")
+    if own is not None and own != seq_len:
+        raise ValueError(f"The model's time length is fixed at {own}; got seq_len={seq_len}.")
+    if seq_len > MAX_UNROLLED_STEPS:
+        raise ValueError(
+            f"seq_len={seq_len} is more than {MAX_UNROLLED_STEPS} steps to unroll; export a "
+            "streaming step model instead and feed the sequence step by step."
+        )
+    return seq_len
+
+
+def _calibration_batches(structure, data, batch_size: int, seq_len: int):
+    data = np.asarray(data)
+    expected_rank = 2 if structure.takes_ids else 3
+    if data.ndim != expected_rank or data.shape[1] != seq_len:
+        raise ValueError(
+            f"representative_data has shape {data.shape}; expected (n, {seq_len}"
+            f"{'' if structure.takes_ids else ', features'}) matching the exported input."
+        )
+    dtype = np.int32 if structure.takes_ids else np.float32
+
+    def batches():
+        for start in range(0, len(data), batch_size):
+            chunk = data[start:start + batch_size]
+            if len(chunk) < batch_size:  # repeat rows to fill the fixed batch
+                chunk = np.resize(chunk, (batch_size,) + chunk.shape[1:])
+            yield [chunk.astype(dtype)]
+
+    return batches
+
+
+# -- the TensorFlow graph ----------------------------------------------------------------------
+
+def _inference_function(structure, batch_size: int, seq_len: int):
+    import tensorflow as tf
+
+    if structure.takes_ids:
+        spec = tf.TensorSpec((batch_size, seq_len), tf.int32, name="inputs")
+    else:
+        spec = tf.TensorSpec((batch_size, seq_len, structure.input_shape[2]), tf.float32,
+                             name="inputs")
+
+    @tf.function(input_signature=[spec], autograph=False)
+    def inference(inputs):
+        return {"outputs": _forward(structure, inputs)}
+
+    return inference.get_concrete_function()
+
+
+def _forward(structure, inputs):
+    import tensorflow as tf
+
+    values, mask = inputs, None
+    for layer in structure.layers:
+        with tf.name_scope(layer.name):
+            if isinstance(layer, Embedding):
+                mask = tf.not_equal(values, 0) if layer.mask_zero else None
+                values = tf.gather(tf.constant(layer.table), values)
+            elif isinstance(layer, Masking):
+                mask = tf.reduce_any(tf.not_equal(values, layer.mask_value), axis=-1)
+                values = values * tf.cast(mask, tf.float32)[..., None]
+            elif isinstance(layer, Recurrent):
+                values = _recurrent(layer, values, mask)
+                mask = mask if layer.return_sequences else None
+            elif isinstance(layer, Bidirectional):
+                values = _bidirectional(layer, values, mask)
+                mask = mask if layer.return_sequences else None
+            elif isinstance(layer, Dense):
+                values = _activation(layer.activation, _dense(values, layer.kernel, layer.bias))
+            elif isinstance(layer, Activation):
+                values = _activation(layer.activation, values)
+    return values
+
+
+def _dense(values, kernel, bias):
+    """x @ kernel + bias as one 2-D FULLY_CONNECTED, for any leading shape."""
+    import tensorflow as tf
+
+    shape = values.shape
+    flat = tf.reshape(values, [-1, shape[-1]])
+    result = tf.matmul(flat, tf.constant(kernel)) + tf.constant(bias)
+    return tf.reshape(result, list(shape[:-1]) + [kernel.shape[1]])
+
+
+def _activation(name: str, values):
+    import tensorflow as tf
+
+    if name == "linear":
+        return values
+    if name == "hard_sigmoid":
+        return tf.clip_by_value(values / 6.0 + 0.5, 0.0, 1.0)
+    return {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu,
+            "softmax": tf.nn.softmax}[name](values)
+
+
+def _recurrent(layer: Recurrent, values, mask):
+    """The layer's time loop, unrolled; same masking rules as Keras (see reference.py)."""
+    import tensorflow as tf
+
+    batch, timesteps = values.shape[0], values.shape[1]
+    units = layer.units
+    input_bias = layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
+    # All input projections at once: (batch, time, gates * units)
+    projected = tf.unstack(_dense(values, layer.kernel, input_bias), axis=1)
+    mask_steps = tf.unstack(mask, axis=1) if mask is not None else None
+    recurrent_kernel = tf.constant(layer.recurrent_kernel)
+    act = lambda x: _activation(layer.activation, x)  # noqa: E731
+    gate = lambda x: _activation(layer.recurrent_activation, x)  # noqa: E731
+    zeros = tf.zeros((batch, units), tf.float32)
+    h, c, output = zeros, zeros, zeros
+    outputs = []
+    order = range(timesteps - 1, -1, -1) if layer.go_backwards else range(timesteps)
+    for t in order:
+        x_t = projected[t]
+        if layer.cell == "simple_rnn":
+            new_h = act(x_t + tf.matmul(h, recurrent_kernel))
+            new_c = c
+        elif layer.cell == "lstm":
+            z = x_t + tf.matmul(h, recurrent_kernel)  # (batch, 4 * units)
+            i, f, g, o = tf.split(z, 4, axis=1)
+            new_c = gate(f) * c + gate(i) * act(g)
+            new_h = gate(o) * act(new_c)
+        else:
+            x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
+            if layer.reset_after:
+                inner = tf.matmul(h, recurrent_kernel) + tf.constant(layer.bias[1])
+                h_z, h_r, h_h = tf.split(inner, 3, axis=1)
+                z, r = gate(x_z + h_z), gate(x_r + h_r)
+                candidate = act(x_h + r * h_h)
+            else:
+                inner = tf.matmul(h, tf.constant(layer.recurrent_kernel[:, : 2 * units]))
+                h_z, h_r = tf.split(inner, 2, axis=1)
+                z, r = gate(x_z + h_z), gate(x_r + h_r)
+                candidate = act(x_h + tf.matmul(r * h, tf.constant(
+                    layer.recurrent_kernel[:, 2 * units:])))
+            new_h = z * h + (1.0 - z) * candidate
+            new_c = c
+        if mask_steps is None:
+            output, h, c = new_h, new_h, new_c
+        else:
+            keep = tf.broadcast_to(mask_steps[t][:, None], (batch, units))
+            output = tf.where(keep, new_h, zeros if layer.zero_output_for_mask else output)
+            h = tf.where(keep, new_h, h)
+            c = tf.where(keep, new_c, c)
+        outputs.append(output)
+    if layer.return_sequences:
+        return tf.stack(outputs, axis=1)
+    return outputs[-1]
+
+
+def _bidirectional(layer: Bidirectional, values, mask):
+    import tensorflow as tf
+
+    forward = _recurrent(layer.forward, values, mask)
+    backward = _recurrent(layer.backward, values, mask)
+    if layer.return_sequences:
+        backward = tf.reverse(backward, axis=[1])
+    if layer.merge_mode == "concat":
+        return tf.concat([forward, backward], axis=-1)
+    if layer.merge_mode == "sum":
+        return forward + backward
+    if layer.merge_mode == "ave":
+        return (forward + backward) * 0.5
+    return forward * backward
+
+
+# -- checking and annotating the flatbuffer ----------------------------------------------------
+
+def _explain_conversion_error(error, structure) -> str:
+    text = str(error)
+    layer_names = [layer.name for layer in structure.layers]
+    culprits = [name for name in layer_names if f"{name}/" in text]
+    where = f" in layer {culprits[0]!r}" if culprits else ""
+    first_line = next((line for line in text.splitlines() if "error" in line.lower()), text[:300])
+    return (
+        f"TFLite conversion failed{where}: {first_line.strip()} "
+        "The exporter uses TFLite builtin ops only and never falls back to Flex (TensorFlow) "
+        "ops, which the standalone LiteRT interpreter cannot run."
+    )
+
+
+def operator_names(flatbuffer: bytes) -> list[str]:
+    """The operator codes a .tflite file uses: builtin names, or `custom:NAME` (Flex ops are
+    custom ops named `Flex...`). Reads the flatbuffer with LiteRT's schema, no TensorFlow."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin_names = {
+        value: name for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    names = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.append(f"custom:{code.CustomCode().decode()}")
+        else:
+            names.append(builtin_names.get(builtin, f"builtin:{builtin}"))
+    return names
+
+
+def check_builtin_only(flatbuffer: bytes, structure=None) -> None:
+    """Raises TFLiteConversionError if the file holds any Flex or custom op."""
+    foreign = [name for name in operator_names(flatbuffer) if name.startswith("custom:")]
+    if foreign:
+        layers = ""
+        if structure is not None:
+            layers = f" (model layers: {[layer.name for layer in structure.layers]})"
+        raise TFLiteConversionError(
+            f"The converted model needs non-builtin ops {foreign}{layers}; the standalone "
+            "LiteRT interpreter cannot run Flex or custom ops, so no file was written."
+        )
+
+
+def add_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
+    """Stores `metadata` (string key/values, as JSON) in a `keras_rnn` flatbuffer entry."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(
+        json.dumps({str(k): str(v) for k, v in metadata.items()}, ensure_ascii=False).encode(),
+        np.uint8,
+    )
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = TFLITE_METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = (model.metadata or []) + [entry]
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

@@ -1,0 +1,326 @@
+"""A trained Keras RNN model read into plain layer descriptions with NumPy weights.
+
+The NumPy reference (`reference.py`) and both exporters (`export/tflite.py`, `export/onnx.py`)
+work from these descriptions rather than from Keras objects: they see exactly the weights and
+options that decide what the model computes, and anything this module does not understand is
+refused here, once, with the name of the layer.
+
+Supported: `InputLayer`, `Embedding` (with `mask_zero`), `Masking`, `SimpleRNN`, `LSTM`, `GRU`
+(both `reset_after` variants), `Bidirectional` of those, `Dropout` (identity at inference),
+`Dense`, `TimeDistributed(Dense)`, `Activation` and `Softmax`, in a single chain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CELLS = ("simple_rnn", "lstm", "gru")
+# How many blocks of `units` columns each cell's kernel holds, in Keras order.
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}  # lstm: i, f, c, o; gru: z, r, h
+RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
+HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
+
+
+class UnsupportedModelError(ValueError):
+    """The model holds a layer or option that cannot be exported or referenced exactly."""
+
+
+@dataclass(frozen=True)
+class Embedding:
+    name: str
+    table: np.ndarray  # (vocabulary size, embedding dim)
+    mask_zero: bool  # id 0 is padding: the recurrent layers skip those steps
+
+
+@dataclass(frozen=True)
+class Masking:
+    name: str
+    mask_value: float  # a step whose features all equal this is skipped
+
+
+@dataclass(frozen=True)
+class Recurrent:
+    name: str
+    cell: str  # one of CELLS
+    units: int
+    kernel: np.ndarray  # (input dim, gates * units), gates in Keras order
+    recurrent_kernel: np.ndarray  # (units, gates * units)
+    bias: np.ndarray  # (gates * units,); GRU reset_after: (2, 3 * units) = input, recurrent
+    activation: str
+    recurrent_activation: str  # unused by simple_rnn
+    reset_after: bool  # GRU only: reset gate applied after the recurrent matmul
+    return_sequences: bool
+    go_backwards: bool
+    zero_output_for_mask: bool  # masked steps output zeros instead of the previous output
+
+    @property
+    def input_dim(self) -> int:
+        return self.kernel.shape[0]
+
+
+@dataclass(frozen=True)
+class Bidirectional:
+    name: str
+    forward: Recurrent
+    backward: Recurrent  # go_backwards=True; its outputs are flipped back to input order
+    merge_mode: str  # "concat", "sum", "ave" or "mul"
+    return_sequences: bool
+
+    @property
+    def units(self) -> int:
+        return self.forward.units * (2 if self.merge_mode == "concat" else 1)
+
+
+@dataclass(frozen=True)
+class Dense:
+    name: str
+    kernel: np.ndarray  # (input dim, units)
+    bias: np.ndarray  # (units,)
+    activation: str
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    activation: str
+
+
+@dataclass(frozen=True)
+class ModelStructure:
+    """The model's input and its layers in order."""
+
+    input_shape: tuple  # (batch, timesteps, features) or (batch, timesteps) for ids; None = any
+    input_dtype: str  # "float32" for vectors, "int32"/"int64" for ids
+    layers: tuple
+
+    @property
+    def takes_ids(self) -> bool:
+        return len(self.input_shape) == 2
+
+    @property
+    def seq_len(self) -> int | None:
+        return self.input_shape[1]
+
+    @property
+    def masked(self) -> bool:
+        return any(
+            isinstance(layer, Masking) or (isinstance(layer, Embedding) and layer.mask_zero)
+            for layer in self.layers
+        )
+
+    @property
+    def recurrent_layers(self) -> list:
+        return [layer for layer in self.layers if isinstance(layer, (Recurrent, Bidirectional))]
+
+
+def read_model(model) -> ModelStructure:
+    """Reads a built Keras model into a `ModelStructure`.
+
+    Raises:
+        UnsupportedModelError: for an unsupported layer or option, naming the layer.
+        ValueError: for a model that was never built (its input shape is unknown).
+    """
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs:
+        raise ValueError(
+            f"Model {model.name!r} has no defined input: start it with keras.Input(shape=...) "
+            "or call it on data once before exporting."
+        )
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "
+            "only single-input, single-output chains of layers are supported."
+        )
+    input_shape = tuple(inputs[0].shape)
+    input_dtype = str(inputs[0].dtype)
+    if len(input_shape) not in (2, 3):
+        raise UnsupportedModelError(
+            f"Model input has shape {input_shape}; expected (batch, timesteps, features) or "
+            "(batch, timesteps) of integer ids."
+        )
+    _check_chain(model)
+    layers = []
+    for layer in model.layers:
+        if getattr(layer, "return_state", False):
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} has return_state=True; in a chain of layers only "
+                "layers that return just their outputs are supported."
+            )
+        described = describe_layer(layer)
+        if described is not None:
+            layers.append(described)
+    if not any(isinstance(layer, (Recurrent, Bidirectional)) for layer in layers):
+        raise UnsupportedModelError(
+            f"Model {model.name!r} has no SimpleRNN, LSTM or GRU layer."
+        )
+    return ModelStructure(input_shape, input_dtype, tuple(layers))
+
+
+def _check_chain(model) -> None:
+    """Refuses functional graphs that branch or merge: each layer must feed the next."""
+    previous = model.inputs[0]
+    for layer in model.layers:
+        if type(layer).__name__ == "InputLayer":
+            continue
+        nodes = [node for node in layer._inbound_nodes if node.operation is layer]
+        if len(nodes) != 1:
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} is called {len(nodes)} times; only a chain of layers "
+                "each used once is supported."
+            )
+        arguments = nodes[0].arguments
+        # Keras passes the propagated padding mask as `mask=`; anything else (an
+        # `initial_state=`, a second input) makes the graph more than a chain.
+        extra = [
+            key for key, value in arguments.kwargs.items()
+            if key not in ("mask", "training") and value is not None
+        ]
+        if len(arguments.args) != 1 or arguments.args[0] is not previous or extra:
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} does not take the previous layer's output as its only "
+                "input; only a single chain of layers is supported."
+            )
+        previous = nodes[0].output_tensors[0]
+    if previous is not model.outputs[0]:
+        raise UnsupportedModelError("The model's output is not the last layer's output.")
+
+
+def _activation_name(function) -> str:
+    return getattr(function, "__name__", str(function))
+
+
+def describe_layer(layer):
+    """One Keras layer's description, or None for layers that do nothing at inference."""
+    import keras
+
+    kind = type(layer).__name__
+    if kind == "InputLayer" or isinstance(layer, keras.layers.Dropout):
+        return None
+    if isinstance(layer, keras.layers.Embedding):
+        return Embedding(
+            layer.name, np.asarray(layer.embeddings.numpy(), np.float32), bool(layer.mask_zero)
+        )
+    if isinstance(layer, keras.layers.Masking):
+        return Masking(layer.name, float(layer.mask_value))
+    if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)):
+        return _describe_recurrent(layer)
+    if isinstance(layer, keras.layers.Bidirectional):
+        forward = _describe_recurrent(layer.forward_layer)
+        backward = _describe_recurrent(layer.backward_layer)
+        if layer.merge_mode not in ("concat", "sum", "ave", "mul"):
+            raise UnsupportedModelError(
+                f"Bidirectional layer {layer.name!r} has merge_mode={layer.merge_mode!r}; "
+                "supported: 'concat', 'sum', 'ave', 'mul'."
+            )
+        if forward.go_backwards or not backward.go_backwards:
+            raise UnsupportedModelError(
+                f"Bidirectional layer {layer.name!r} wraps a go_backwards forward layer."
+            )
+        return Bidirectional(
+            layer.name, forward, backward, layer.merge_mode, bool(layer.return_sequences)
+        )
+    if isinstance(layer, keras.layers.TimeDistributed):
+        inner = layer.layer
+        if not isinstance(inner, keras.layers.Dense):
+            raise UnsupportedModelError(
+                f"Unsupported layer {layer.name!r}: TimeDistributed({type(inner).__name__}); "
+                "only TimeDistributed(Dense) is supported."
+            )
+        return _describe_dense(inner, name=layer.name)
+    if isinstance(layer, keras.layers.Dense):
+        return _describe_dense(layer, name=layer.name)
+    if isinstance(layer, keras.layers.Softmax):
+        if layer.axis not in (-1, [-1]):
+            raise UnsupportedModelError(
+                f"Softmax layer {layer.name!r} uses axis={layer.axis}; only -1 is supported."
+            )
+        return Activation(layer.name, "softmax")
+    if isinstance(layer, keras.layers.Activation):
+        name = _activation_name(layer.activation)
+        _check_activation(layer.name, name, HEAD_ACTIVATIONS)
+        return Activation(layer.name, name)
+    raise UnsupportedModelError(
+        f"Unsupported layer {layer.name!r} of type {kind}. Supported: Embedding, Masking, "
+        "SimpleRNN, LSTM, GRU, Bidirectional, Dropout, Dense, TimeDistributed(Dense), "
+        "Activation, Softmax."
+    )
+
+
+def _check_activation(layer_name: str, name: str, allowed) -> None:
+    if name not in allowed:
+        raise UnsupportedModelError(
+            f"Layer {layer_name!r} uses activation {name!r}; supported here: {list(allowed)}."
+        )
+
+
+def _describe_dense(layer, *, name: str) -> Dense:
+    activation = _activation_name(layer.activation)
+    _check_activation(name, activation, HEAD_ACTIVATIONS)
+    kernel = np.asarray(layer.kernel.numpy(), np.float32)
+    if layer.bias is not None:
+        bias = np.asarray(layer.bias.numpy(), np.float32)
+    else:
+        bias = np.zeros(kernel.shape[1], np.float32)
+    return Dense(name, kernel, bias, activation)
+
+
+def _describe_recurrent(layer) -> Recurrent:
+    import keras
+
+    cell_kind = {
+        keras.layers.SimpleRNN: "simple_rnn",
+        keras.layers.LSTM: "lstm",
+        keras.layers.GRU: "gru",
+    }.get(type(layer))
+    if cell_kind is None:
+        raise UnsupportedModelError(
+            f"Unsupported recurrent layer {layer.name!r} of type {type(layer).__name__}; "
+            "supported: SimpleRNN, LSTM, GRU."
+        )
+    if layer.stateful:
+        raise UnsupportedModelError(
+            f"Layer {layer.name!r} is stateful=True: an exported file cannot carry its state "
+            "between calls, and freezing the current state into constants would be silently "
+            "wrong. Rebuild the model with stateful=False and copy the weights, or export the "
+            "streaming step model, which takes and returns the state explicitly."
+        )
+    cell = layer.cell
+    activation = _activation_name(cell.activation)
+    _check_activation(layer.name, activation, RNN_ACTIVATIONS)
+    recurrent_activation = _activation_name(getattr(cell, "recurrent_activation", None))
+    if cell_kind != "simple_rnn":
+        _check_activation(layer.name, recurrent_activation, RNN_ACTIVATIONS)
+    gates = GATES[cell_kind]
+    units = int(cell.units)
+    kernel = np.asarray(cell.kernel.numpy(), np.float32)
+    recurrent_kernel = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
+    reset_after = bool(getattr(cell, "reset_after", False))
+    if cell.bias is not None:
+        bias = np.asarray(cell.bias.numpy(), np.float32)
+    elif cell_kind == "gru" and reset_after:
+        bias = np.zeros((2, gates * units), np.float32)
+    else:
+        bias = np.zeros(gates * units, np.float32)
+    return Recurrent(
+        name=layer.name,
+        cell=cell_kind,
+        units=units,
+        kernel=kernel,
+        recurrent_kernel=recurrent_kernel,
+        bias=bias,
+        activation=activation,
+        recurrent_activation=recurrent_activation,
+        reset_after=reset_after,
+        return_sequences=bool(layer.return_sequences),
+        go_backwards=bool(layer.go_backwards),
+        zero_output_for_mask=bool(layer.zero_output_for_mask),
+    )

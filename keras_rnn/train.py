@@ -1,0 +1,84 @@
+"""Seeded, deterministic training on CPU, printing the decoded prediction as training goes."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and TensorFlow and makes TensorFlow's ops deterministic: the same
+    seed then gives the same initial weights, the same trained weights and the same printed
+    predictions on CPU. Call it before `build_model`."""
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def train(
+    model,
+    x,
+    y,
+    *,
+    epochs: int,
+    learning_rate: float,
+    loss: str = "sparse_categorical_crossentropy",
+    from_logits: bool = False,
+    batch_size: int | None = None,
+    report: Callable[[int, float, np.ndarray], None] | None = None,
+    report_every: int = 1,
+    stop_when: Callable[[np.ndarray], bool] | None = None,
+):
+    """Compiles `model` with Adam and trains it, as the lectures do.
+
+    Args:
+        model: a Keras model (see `build_model`).
+        x, y: training inputs and targets (class ids for the classification losses).
+        epochs: passes over the data; with the default full batch, one step each.
+        learning_rate: Adam's learning rate.
+        loss: `"sparse_categorical_crossentropy"` or `"mse"`.
+        from_logits: the model outputs logits (no softmax), as the PyTorch lecture's RNN.
+        batch_size: None for one full batch per step (the TF1 lectures feed everything).
+        report: called as `report(step, loss, predictions)` every `report_every` steps, with
+            the model's predictions on `x` (from the compiled predict function).
+        stop_when: stops training early once `stop_when(predictions)` is true.
+
+    Returns:
+        The list of per-step losses.
+    """
+    import keras
+
+    if epochs <= 0:
+        raise ValueError(f"`epochs` must be a positive integer, got {epochs!r}.")
+    if loss == "sparse_categorical_crossentropy":
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+        metrics = ["accuracy"]
+    elif loss == "mse":
+        loss_fn, metrics = keras.losses.MeanSquaredError(), []
+    else:
+        raise ValueError(f"Unknown loss {loss!r}: expected 'sparse_categorical_crossentropy' or 'mse'.")
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss_fn,
+                  metrics=metrics)
+    batch_size = batch_size or len(x)
+
+    class _Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            step = epoch + 1
+            if report is None and stop_when is None:
+                return
+            if step % report_every and step != epochs and stop_when is None:
+                return
+            predictions = self.model.predict_on_batch(x)
+            if report is not None and (step % report_every == 0 or step == epochs):
+                report(step, float(logs["loss"]), np.asarray(predictions))
+            if stop_when is not None and stop_when(np.asarray(predictions)):
+                self.model.stop_training = True
+
+    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False, verbose=0,
+                        callbacks=[_Report()])
+    return history.history["loss"]

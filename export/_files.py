@@ -33,7 +33,11 @@ def write_atomic(path, data: bytes) -> Path:
     """Writes `data` to a temporary file beside `path`, then renames it into place."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                                 dir=directory)
+    except OSError as error:
+        raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
     try:
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)

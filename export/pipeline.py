@@ -57,3 +57,12 @@ def export_and_verify(
         path = export_onnx(model, directory / f"{name}.onnx", metadata=metadata)
         rows.append((name, verify(model, path, inputs) if verify_files else path))
     return rows
+
+
+def print_parity(rows) -> bool:
+    """Prints the parity table of `export_and_verify` rows; True if every file passed."""
+    from export.parity import format_table
+
+    print()
+    print(format_table(rows))
+    return all(report.passed for _, report in rows)

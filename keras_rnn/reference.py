@@ -189,10 +189,12 @@ def run_layer(keras_layer, x: np.ndarray, mask: np.ndarray | None = None):
     Returns:
         `(outputs, final states)`, as `layer(x, mask=mask)` with `return_state=True` gives them.
     """
-    layer = describe_layer(keras_layer)
-    if isinstance(layer, Bidirectional):
-        return run_bidirectional(layer, x, mask)
-    if isinstance(layer, Recurrent):
+    import keras
+
+    if isinstance(keras_layer, (keras.layers.RNN, keras.layers.Bidirectional)):
+        layer = describe_layer(keras_layer)
+        if isinstance(layer, Bidirectional):
+            return run_bidirectional(layer, x, mask)
         return run_recurrent(layer, x, mask)
     raise ValueError(
         f"run_layer takes a SimpleRNN, LSTM, GRU or Bidirectional layer; got "

@@ -167,11 +167,17 @@ def read_model(model) -> ModelStructure:
 
 def _check_chain(model) -> None:
     """Refuses functional graphs that branch or merge: each layer must feed the next."""
+    import keras
+
+    if isinstance(model, keras.Sequential):
+        return  # a chain by construction
+    model_nodes = getattr(model, "_nodes", None)
     previous = model.inputs[0]
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
             continue
-        nodes = [node for node in layer._inbound_nodes if node.operation is layer]
+        nodes = [node for node in layer._inbound_nodes
+                 if model_nodes is None or node in model_nodes]
         if len(nodes) != 1:
             raise UnsupportedModelError(
                 f"Layer {layer.name!r} is called {len(nodes)} times; only a chain of layers "

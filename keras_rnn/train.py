@@ -45,7 +45,8 @@ def train(
         from_logits: the model outputs logits (no softmax), as the PyTorch lecture's RNN.
         batch_size: None for one full batch per step (the TF1 lectures feed everything).
         report: called as `report(step, loss, predictions)` every `report_every` steps, with
-            the model's predictions on `x` (from the compiled predict function).
+            the model's predictions on `x` (from the compiled predict function); the loss is
+            the mean over the steps since the last report.
         stop_when: stops training early once `stop_when(predictions)` is true.
 
     Returns:
@@ -64,21 +65,33 @@ def train(
         raise ValueError(f"Unknown loss {loss!r}: expected 'sparse_categorical_crossentropy' or 'mse'.")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss_fn,
                   metrics=metrics)
-    batch_size = batch_size or len(x)
+    full_batch = batch_size is None or batch_size >= len(x)
+    # Full-batch training: one "epoch" of `report_every` identical steps, so Keras's per-epoch
+    # overhead (tens of ms) is paid once per report, not once per step.
+    steps_per_report = report_every if full_batch else 1
 
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            step = epoch + 1
-            if report is None and stop_when is None:
+            step = (epoch + 1) * steps_per_report
+            due = report is not None and (step % report_every == 0 or step >= epochs)
+            if not due and stop_when is None:
                 return
-            if step % report_every and step != epochs and stop_when is None:
-                return
-            predictions = self.model.predict_on_batch(x)
-            if report is not None and (step % report_every == 0 or step == epochs):
-                report(step, float(logs["loss"]), np.asarray(predictions))
-            if stop_when is not None and stop_when(np.asarray(predictions)):
+            predictions = np.asarray(self.model.predict_on_batch(x))
+            if due:
+                report(min(step, epochs), float(logs["loss"]), predictions)
+            if stop_when is not None and stop_when(predictions):
                 self.model.stop_training = True
 
-    history = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False, verbose=0,
-                        callbacks=[_Report()])
+    if full_batch:
+        import tensorflow as tf
+
+        if epochs % steps_per_report:
+            raise ValueError(f"`epochs` ({epochs}) must be a multiple of report_every "
+                             f"({report_every}) for full-batch training.")
+        dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+        history = model.fit(dataset, epochs=epochs // steps_per_report, shuffle=False,
+                            steps_per_epoch=steps_per_report, verbose=0, callbacks=[_Report()])
+    else:
+        history = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False,
+                            verbose=0, callbacks=[_Report()])
     return history.history["loss"]

@@ -1,0 +1,325 @@
+"""Export to TFLite and ONNX, verified in the real runtimes (LiteRT, ONNX Runtime)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import export_onnx, export_tflite, verify, vocabulary_metadata
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.runtime import ModelFileError, load
+from export.tflite import TFLiteConversionError, check_builtin_only, operator_names
+from keras_rnn import build_model
+from keras_rnn.structure import UnsupportedModelError
+
+CELLS = ("simple_rnn", "lstm", "gru")
+SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict(bidirectional=True)}
+INPUTS = {"one_hot": dict(), "embedding_mask": dict(inputs="embedding", embedding_dim=4,
+                                                     mask_zero=True)}
+SEQ_LEN = 9
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _model(cell, outputs, shape, inputs, **extra):
+    import keras
+
+    keras.utils.set_random_seed(7)
+    return build_model(**{"cell": cell, "input_size": 6, "hidden_size": 5, "output_size": 4,
+                          "return_sequences": outputs == "many_to_many", **SHAPES[shape],
+                          **INPUTS[inputs], **extra})
+
+
+@pytest.mark.parametrize("inputs", INPUTS)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("outputs", ["many_to_many", "many_to_one"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_exports_pass_verify_in_both_runtimes(tmp_path, cell, outputs, shape, inputs):
+    model = _model(cell, outputs, shape, inputs)
+    tflite = export_tflite(model, tmp_path / "m.tflite", batch_size=2, seq_len=SEQ_LEN)
+    onnx_path = export_onnx(model, tmp_path / "m.onnx")
+    for path, tolerance in ((tflite, TFLITE_TOLERANCE), (onnx_path, ONNX_TOLERANCE)):
+        report = verify(model, path)
+        assert report.passed, str(report)
+        assert report.tolerance == tolerance and not report.quantized
+        assert len(report.cases) >= 2  # several batches / lengths, never a single input
+    # The ONNX graph holds the native recurrent operator and no generic Loop or Scan.
+    import onnx
+
+    op_types = [node.op_type for node in onnx.load(onnx_path).graph.node]
+    native = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+    assert op_types.count(native) == (2 if shape == "stacked" else 1), op_types
+    assert "Loop" not in op_types and "Scan" not in op_types
+    assert not any(name.startswith("custom:") for name in operator_names(tflite.read_bytes()))
+
+
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_both_variants(tmp_path, reset_after):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((SEQ_LEN, 3)),
+                              keras.layers.GRU(4, reset_after=reset_after, return_sequences=True),
+                              keras.layers.TimeDistributed(keras.layers.Dense(3, "softmax"))])
+    onnx_path = export_onnx(model, tmp_path / "gru.onnx")
+    import onnx
+
+    gru = next(n for n in onnx.load(onnx_path).graph.node if n.op_type == "GRU")
+    linear_before_reset = next(a.i for a in gru.attribute if a.name == "linear_before_reset")
+    assert linear_before_reset == int(reset_after)
+    assert verify(model, onnx_path).passed
+    assert verify(model, export_tflite(model, tmp_path / "gru.tflite")).passed
+
+
+def test_lecture_inputs_with_padding_in_the_middle_of_a_batch(tmp_path):
+    """Masked steps behave as in Keras: rows of every length, ONNX with any batch/length."""
+    model = _model("lstm", "many_to_many", "bidirectional", "embedding_mask")
+    x = np.array([[1, 2, 3, 4, 5, 1, 2, 3, 4], [3, 3, 0, 0, 0, 0, 0, 0, 0],
+                  [5, 4, 3, 2, 1, 0, 0, 0, 0]], np.int32)
+    onnx_model = load(export_onnx(model, tmp_path / "m.onnx"))
+    assert_outputs_close("onnx padded batch", onnx_model.run(x), np.asarray(model(x)),
+                         ONNX_TOLERANCE)
+    assert_outputs_close("onnx short batch", onnx_model.run(x[1:, :4]), np.asarray(model(x[1:, :4])),
+                         ONNX_TOLERANCE)
+    tflite_model = load(export_tflite(model, tmp_path / "m.tflite", batch_size=3, seq_len=9))
+    assert_outputs_close("tflite padded batch", tflite_model.run(x), np.asarray(model(x)),
+                         TFLITE_TOLERANCE)
+
+
+def test_export_does_not_change_the_model(tmp_path):
+    model = _model("gru", "many_to_one", "stacked", "one_hot")
+    x = np.random.default_rng(0).normal(size=(2, SEQ_LEN, 6)).astype(np.float32)
+    before = np.asarray(model(x))
+    weights = [w.copy() for w in model.get_weights()]
+    export_tflite(model, tmp_path / "m.tflite", seq_len=SEQ_LEN, quantize="int8",
+                  representative_data=x)
+    export_onnx(model, tmp_path / "m.onnx")
+    np.testing.assert_array_equal(np.asarray(model(x)), before)
+    for old, new in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+
+
+# -- the lecture models, quantized ------------------------------------------------------------
+
+@pytest.mark.parametrize("quantize", [None, "dynamic", "float16", "int8"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_quantized_hihello_still_says_ihello(tmp_path, hihello_results, cell, quantize):
+    result = hihello_results[cell]
+    path = export_tflite(result["model"], tmp_path / "h.tflite", quantize=quantize,
+                         representative_data=result["x"])
+    output = load(path).run(result["x"])
+    assert result["vocabulary"].decode(output[0].argmax(-1)) == "ihello"
+    report = verify(result["model"], path, result["x"])
+    assert report.passed, str(report)
+    if quantize in ("float16", "int8"):
+        assert report.quantized and report.tolerance is None  # judged on decisions
+
+
+@pytest.mark.parametrize("quantize", ["dynamic", "float16", "int8"])
+@pytest.mark.parametrize("example", ["sentiment", "author"])
+def test_quantized_many_to_one_models_keep_full_accuracy(
+        tmp_path, sentiment_results, author_results, example, quantize):
+    results = sentiment_results if example == "sentiment" else author_results
+    for cell, result in results.items():
+        path = export_tflite(result["model"], tmp_path / f"{cell}.tflite", quantize=quantize,
+                             representative_data=result["x"])
+        model = load(path)
+        predicted = np.concatenate([model.run(row[None]) for row in result["x"]]).argmax(-1)
+        np.testing.assert_array_equal(predicted, result["y"], err_msg=f"{example} {cell}")
+
+
+def test_float16_file_is_smaller_for_a_medium_model(tmp_path):
+    model = _model("lstm", "many_to_many", "single", "one_hot", hidden_size=128)
+    float32 = export_tflite(model, tmp_path / "f32.tflite", seq_len=SEQ_LEN)
+    float16 = export_tflite(model, tmp_path / "f16.tflite", seq_len=SEQ_LEN, quantize="float16")
+    dynamic = export_tflite(model, tmp_path / "dyn.tflite", seq_len=SEQ_LEN, quantize="dynamic")
+    assert float16.stat().st_size < 0.6 * float32.stat().st_size
+    assert dynamic.stat().st_size < 0.4 * float32.stat().st_size
+
+
+# -- metadata ---------------------------------------------------------------------------------
+
+def test_vocabulary_travels_with_both_formats(tmp_path, hihello_results):
+    result = hihello_results["gru"]
+    metadata = vocabulary_metadata(result["vocabulary"], task="hihello")
+    for path in (export_tflite(result["model"], tmp_path / "h.tflite", metadata=metadata),
+                 export_onnx(result["model"], tmp_path / "h.onnx", metadata=metadata)):
+        stored = load(path).metadata
+        assert stored["task"] == "hihello"
+        assert json.loads(stored["vocabulary"])["symbols"] == list(result["vocabulary"].symbols)
+
+
+# -- failure modes ----------------------------------------------------------------------------
+
+def test_unsupported_layer_names_it_and_writes_nothing(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Conv1D(4, 2, name="my_conv"),
+                              keras.layers.LSTM(3)])
+    for exporter, name in ((export_tflite, "m.tflite"), (export_onnx, "m.onnx")):
+        with pytest.raises(UnsupportedModelError, match="Unsupported layer 'my_conv' of type Conv1D"):
+            exporter(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stateful_layer_is_refused(tmp_path):
+    import keras
+
+    model = keras.Sequential([keras.Input((5, 3), batch_size=1),
+                              keras.layers.GRU(3, stateful=True, name="streaming")])
+    with pytest.raises(UnsupportedModelError, match="'streaming' is stateful=True"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_flex_ops_are_detected_by_reading_the_flatbuffer(tmp_path):
+    """Keras's own LiteRT export of a dynamic-length LSTM carries Flex TensorList ops, which
+    the standalone interpreter refuses; our flatbuffer check must name and refuse them."""
+    import keras
+
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4)])
+    model.export(str(tmp_path / "keras.tflite"), format="litert", verbose=False)
+    flatbuffer = (tmp_path / "keras.tflite").read_bytes()
+    with pytest.raises(TFLiteConversionError, match=r"non-builtin ops \['custom:FlexTensorList"):
+        check_builtin_only(flatbuffer)
+    # Our own export of the same model (fixed length) is builtin-only and correct.
+    ours = export_tflite(model, tmp_path / "ours.tflite", seq_len=6)
+    check_builtin_only(ours.read_bytes())
+    assert verify(model, ours).passed
+
+
+def test_dynamic_length_model_asks_for_seq_len(tmp_path):
+    model = build_model(cell="lstm", input_size=3, hidden_size=2)
+    with pytest.raises(ValueError, match="pass seq_len=N"):
+        export_tflite(model, tmp_path / "m.tflite")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_int8_needs_representative_data(tmp_path):
+    model = build_model(cell="lstm", input_size=3, hidden_size=2, seq_len=4)
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match="Unknown quantize 'int4'"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int4")
+
+
+@pytest.mark.parametrize("bad_path, message", [
+    ("missing_dir/m.onnx", "does not exist"),
+    ("m.txt", "should end in '.onnx'"),
+])
+def test_bad_output_paths(tmp_path, bad_path, message):
+    model = build_model(cell="gru", input_size=3, hidden_size=2, seq_len=4)
+    with pytest.raises(ValueError, match=message):
+        export_onnx(model, tmp_path / bad_path)
+
+
+def test_unwritable_directory_leaves_no_file(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        target = Path("/proc/keras_rnn_test.onnx")  # not writable even for root
+    else:
+        target = tmp_path / "locked" / "m.onnx"
+        target.parent.mkdir()
+        target.parent.chmod(0o500)
+    model = build_model(cell="gru", input_size=3, hidden_size=2, seq_len=4)
+    with pytest.raises(ValueError, match="Cannot write|not writable|does not exist"):
+        export_onnx(model, target)
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_corrupt_and_missing_files_give_clear_errors(tmp_path, suffix):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load(tmp_path / f"missing{suffix}")
+    corrupt = tmp_path / f"corrupt{suffix}"
+    corrupt.write_bytes(b"\x00not a model at all" * 10)
+    with pytest.raises(ModelFileError, match="not a valid"):
+        load(corrupt)
+
+
+def test_runtime_checks_input_shape_and_dtype(tmp_path, sentiment_results):
+    result = sentiment_results["gru"]
+    model = load(export_tflite(result["model"], tmp_path / "s.tflite"))
+    with pytest.raises(ValueError, match=r"expects input shape \(1, 10\); got \(1, 9\)"):
+        model.run(result["x"][:1, :9])
+    with pytest.raises(ValueError, match="rank 2"):
+        model.run(result["x"][0])
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.run(result["x"][:1].astype(np.float32))
+
+
+# -- the exported files run where TensorFlow cannot be imported --------------------------------
+
+TF_FREE_SCRIPT = """
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now raises ImportError
+sys.modules["keras"] = None
+import numpy as np
+from export.runtime import load
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    np.save(path + ".out.npy", load(path).run(x))
+print("tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
+"""
+
+
+def test_exported_files_run_without_tensorflow(tmp_path, hihello_results):
+    result = hihello_results["lstm"]
+    tflite = export_tflite(result["model"], tmp_path / "h.tflite")
+    onnx_path = export_onnx(result["model"], tmp_path / "h.onnx")
+    np.save(tmp_path / "x.npy", result["x"])
+    completed = subprocess.run(
+        [sys.executable, "-c", TF_FREE_SCRIPT, str(tmp_path / "x.npy"), str(tflite), str(onnx_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
+    expected = np.asarray(result["model"](result["x"]))
+    assert_outputs_close("tflite without TF", np.load(f"{tflite}.out.npy"), expected,
+                         TFLITE_TOLERANCE)
+    assert_outputs_close("onnx without TF", np.load(f"{onnx_path}.out.npy"), expected,
+                         ONNX_TOLERANCE)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+def _cli(*arguments, cwd):
+    return subprocess.run([sys.executable, "-m", "export", *map(str, arguments)],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_results):
+    result = sentiment_results["lstm"]
+    model_path = tmp_path / "sentiment.keras"
+    result["model"].save(model_path)
+    out = tmp_path / "out"
+    completed = _cli(model_path, "--to", "tflite", "onnx", "--out", out, "--verify",
+                     "--quantize", "none", "float16", cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sentiment.float16.tflite", "sentiment.onnx", "sentiment.tflite"]
+    assert completed.stdout.count("PASS") == 3 and "FAIL" not in completed.stdout
+
+    missing = _cli(tmp_path / "nope.keras", "--out", tmp_path / "o1", cwd=ROOT)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK\x03\x04 truncated zip")
+    bad = _cli(corrupt, "--out", tmp_path / "o2", cwd=ROOT)
+    assert bad.returncode == 2 and "Cannot load" in bad.stderr
+    # one error line (TensorFlow's own C++ start-up logging may precede it on stderr)
+    assert [line for line in bad.stderr.splitlines() if line.startswith("error:")] == [
+        bad.stderr.strip().splitlines()[-1]]
+    assert not any((tmp_path / "o2").glob("*"))
+    unwritable = _cli(model_path, "--out", "/proc/keras_rnn_out", cwd=ROOT)
+    assert unwritable.returncode == 2 and "output directory" in unwritable.stderr
+
+    import keras
+
+    unsupported = keras.Sequential([keras.Input((4, 3)), keras.layers.Conv1D(2, 2),
+                                    keras.layers.GRU(2)])
+    unsupported.save(tmp_path / "conv.keras")
+    refused = _cli(tmp_path / "conv.keras", "--out", tmp_path / "o3", cwd=ROOT)
+    assert refused.returncode == 2 and "Unsupported layer" in refused.stderr
+    assert not any((tmp_path / "o3").glob("*.tflite")) and not any((tmp_path / "o3").glob("*.onnx"))

@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
-from keras_rnn.table import format_table
+from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -69,20 +69,10 @@ def main():
         result = run(cell)
         rows.append((cell, EPOCHS, f"{result['accuracy']:.0%}"))
         if args.export:
-            from export import vocabulary_metadata
-            from export.pipeline import export_and_verify
-
-            parity_rows += export_and_verify(
-                result["model"], args.export, f"author_{cell}", inputs=result["x"],
-                metadata=vocabulary_metadata(result["vocabulary"], task="author",
-                                             labels=",".join(AUTHORS)))
-    print()
-    print(format_table(("cell", "epochs", "training accuracy"), rows))
-    if parity_rows:
-        from export.pipeline import print_parity
-
-        if not print_parity(parity_rows):
-            raise SystemExit(1)
+            parity_rows += export_lecture_model(result, args.export, f"author_{cell}",
+                                                task="author",
+                                             labels=",".join(AUTHORS))
+    print_summary(("cell", "epochs", "training accuracy"), rows, parity_rows)
 
 
 if __name__ == "__main__":

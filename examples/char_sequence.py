@@ -12,7 +12,7 @@ import argparse
 
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from keras_rnn.table import format_table
+from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -85,23 +85,21 @@ def main():
         result = run(cell)
         rows.append((cell, STEPS, repr(result["prediction"]), result["first_correct"] or "never"))
         if args.export:
-            from export import vocabulary_metadata
-            from export.pipeline import export_and_verify
-
-            parity_rows += export_and_verify(
-                result["model"], args.export, f"char_sequence_{cell}", inputs=result["x"],
-                metadata=vocabulary_metadata(result["vocabulary"], task="char_sequence"))
+            parity_rows += export_lecture_model(result, args.export, f"char_sequence_{cell}",
+                                                task="char_sequence")
     baseline = run_baseline()
     rows.append(("softmax only", BASELINE_STEPS, repr(baseline["prediction"]),
                  baseline["first_correct"] or "never"))
-    print()
-    print(format_table(("model", "steps", "final prediction", "first correct at step"), rows))
-    if parity_rows:
-        from export.pipeline import print_parity
-
-        if not print_parity(parity_rows):
-            raise SystemExit(1)
+    print_summary(("model", "steps", "final prediction", "first correct at step"), rows, parity_rows)
 
 
 if __name__ == "__main__":
     main()
+
+# Expected output (seed 0, CPU), the summary table:
+# model         steps  final prediction   first correct at step
+# ------------  -----  -----------------  ---------------------
+# simple_rnn    50     'if you want you'  6
+# lstm          50     'if you want you'  12
+# gru           50     'if you want you'  9
+# softmax only  3000   'yf you yant you'  never

@@ -13,7 +13,7 @@ import argparse
 
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from keras_rnn.table import format_table
+from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -75,21 +75,10 @@ def main():
             rows.append((cell, variant, STEPS[variant], result["prediction"],
                          result["first_correct"] or "never"))
             if args.export and variant == "dense":
-                from export import vocabulary_metadata
-                from export.pipeline import export_and_verify
-
-                parity_rows += export_and_verify(
-                    result["model"], args.export, f"hihello_{cell}", inputs=result["x"],
-                    metadata=vocabulary_metadata(result["vocabulary"], task="hihello"),
-                )
-    print()
-    print(format_table(("cell", "variant", "steps", "final prediction", "first ihello at step"),
-                       rows))
-    if parity_rows:
-        from export.pipeline import print_parity
-
-        if not print_parity(parity_rows):
-            raise SystemExit(1)
+                parity_rows += export_lecture_model(result, args.export, f"hihello_{cell}",
+                                                    task="hihello")
+    print_summary(("cell", "variant", "steps", "final prediction", "first ihello at step"),
+                  rows, parity_rows)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import numpy as np
 
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from keras_rnn.table import format_table
+from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -88,20 +88,13 @@ def main():
         rows.append((cell, args.steps, result["reconstructed"][0],
                      wrong_characters(result["reconstructed"]), result["first_correct"] or "never"))
         if args.export:
-            from export import vocabulary_metadata
-            from export.pipeline import export_and_verify
-
-            parity_rows += export_and_verify(
-                result["model"], args.export, f"long_sentence_{cell}", inputs=result["x"],
-                metadata=vocabulary_metadata(result["vocabulary"], task="long_sentence"))
-    print()
-    print(format_table(("cell", "steps", "first char", "wrong after it", "exact from step"), rows))
-    if parity_rows:
-        from export.pipeline import print_parity
-
-        if not print_parity(parity_rows):
-            raise SystemExit(1)
+            parity_rows += export_lecture_model(result, args.export, f"long_sentence_{cell}",
+                                                task="long_sentence")
+    print_summary(("cell", "steps", "first char", "wrong after it", "exact from step"), rows, parity_rows)
 
 
 if __name__ == "__main__":
     main()
+
+# Expected output (seed 0, CPU), the summary table: every character right after the first
+# (which follows a lone "i" and cannot be known), exact from about step 70 for every cell.

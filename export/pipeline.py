@@ -66,3 +66,25 @@ def print_parity(rows) -> bool:
     print()
     print(format_table(rows))
     return all(report.passed for _, report in rows)
+
+
+def export_lecture_model(result: dict, directory, name: str, **metadata):
+    """`export_and_verify` for an example's result dict (`model`, `x`, optional `vocabulary`),
+    verified on the lecture's own inputs; `metadata` entries are stored with the vocabulary."""
+    from export.metadata import vocabulary_metadata
+
+    return export_and_verify(
+        result["model"], directory, name, inputs=result["x"],
+        metadata=vocabulary_metadata(result.get("vocabulary"), **metadata),
+    )
+
+
+def print_summary(header, rows, parity_rows=()) -> None:
+    """Prints an example's summary table, then its parity table if it exported anything;
+    exits with status 1 if an exported file failed verification."""
+    from keras_rnn.table import format_table
+
+    print()
+    print(format_table(header, rows))
+    if parity_rows and not print_parity(parity_rows):
+        raise SystemExit(1)

@@ -176,8 +176,10 @@ def _check_chain(model) -> None:
     for layer in model.layers:
         if type(layer).__name__ == "InputLayer":
             continue
-        nodes = [node for node in layer._inbound_nodes
-                 if model_nodes is None or node in model_nodes]
+        # Keras keys the model's own nodes as "<id(layer)>_ib-<index>"; other calls of the
+        # layer (outside this model) are not part of its graph.
+        nodes = [node for index, node in enumerate(layer._inbound_nodes)
+                 if model_nodes is None or f"{id(layer)}_ib-{index}" in model_nodes]
         if len(nodes) != 1:
             raise UnsupportedModelError(
                 f"Layer {layer.name!r} is called {len(nodes)} times; only a chain of layers "

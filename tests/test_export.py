@@ -88,6 +88,27 @@ def test_lecture_inputs_with_padding_in_the_middle_of_a_batch(tmp_path):
                          TFLITE_TOLERANCE)
 
 
+def test_functional_models_export_and_branching_ones_are_refused(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(5)
+    ids = keras.Input((None,), dtype="int32", name="token_ids")
+    hidden = keras.layers.Embedding(9, 4, mask_zero=True)(ids)
+    hidden = keras.layers.Bidirectional(keras.layers.GRU(5, return_sequences=True))(hidden)
+    probabilities = keras.layers.Dense(3, activation="softmax")(keras.layers.Dropout(0.1)(hidden))
+    model = keras.Model(ids, probabilities)
+    assert verify(model, export_onnx(model, tmp_path / "f.onnx")).passed
+    assert verify(model, export_tflite(model, tmp_path / "f.tflite", seq_len=7)).passed
+
+    inputs = keras.Input((6, 3))
+    branch_a = keras.layers.LSTM(4)(inputs)
+    branch_b = keras.layers.GRU(4)(inputs)
+    merged = keras.Model(inputs, keras.layers.Add()([branch_a, branch_b]))
+    with pytest.raises(UnsupportedModelError, match="single chain"):
+        export_onnx(merged, tmp_path / "merged.onnx")
+    assert not (tmp_path / "merged.onnx").exists()
+
+
 def test_export_does_not_change_the_model(tmp_path):
     model = _model("gru", "many_to_one", "stacked", "one_hot")
     x = np.random.default_rng(0).normal(size=(2, SEQ_LEN, 6)).astype(np.float32)

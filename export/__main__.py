@@ -38,12 +38,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    written: list[Path] = []
     try:
-        rows = _run(args, written)
+        rows = _run(args)
     except (ValueError, OSError) as error:
-        for path in written:
-            path.unlink(missing_ok=True)
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
@@ -56,7 +53,7 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run(args, written: list[Path]):
+def _run(args):
     import numpy as np
 
     model_path = Path(args.model)
@@ -95,27 +92,14 @@ def _run(args, written: list[Path]):
             f"{str(error).splitlines()[0] if str(error) else 'corrupt file'})."
         ) from error
 
-    from export.onnx import export_onnx
-    from export.parity import verify
-    from export.tflite import export_tflite
+    from export.pipeline import export_and_verify
 
-    rows = []
-    stem = model_path.stem
-    if "tflite" in args.to:
-        for variant in quantize:
-            target = out / f"{stem}{'' if variant is None else '.' + variant}.tflite"
-            path = export_tflite(model, target, batch_size=args.batch_size, seq_len=args.seq_len,
-                                 quantize=variant, representative_data=calibration,
-                                 metadata=metadata)
-            written.append(path)
-            rows.append((path.stem, path))
-    if "onnx" in args.to:
-        path = export_onnx(model, out / f"{stem}.onnx", metadata=metadata)
-        written.append(path)
-        rows.append((path.stem, path))
-    if args.verify:
-        rows = [(label, verify(model, path, calibration)) for label, path in rows]
-    return rows
+    # int8 calibrates on the --calibration inputs, and --verify compares on them when given
+    return export_and_verify(
+        model, out, model_path.stem, formats=args.to, quantize=quantize,
+        batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
+        metadata=metadata, verify_files=args.verify,
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ def export_and_verify(
     *,
     formats=FORMATS,
     quantize=(None,),
+    batch_size: int = 1,
     seq_len: int | None = None,
     inputs=None,
     metadata: dict | None = None,
@@ -25,11 +26,14 @@ def export_and_verify(
     Args:
         quantize: TFLite variants to write: None (float32), "dynamic", "float16", "int8".
             int8 calibrates on `inputs`, which it then needs.
+        batch_size: the TFLite batch (default 1).
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
 
     Returns:
-        A list of `(label, ParityReport or None)` rows, in the order written.
+        A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
+        the order written. If any export fails, the files this call already wrote are removed
+        before the error propagates, so a failed run leaves no partial set behind.
     """
     import numpy as np
 
@@ -44,19 +48,27 @@ def export_and_verify(
     directory.mkdir(parents=True, exist_ok=True)
     if seq_len is None and inputs is not None:
         seq_len = int(np.asarray(inputs).shape[1])
-    rows = []
-    if "tflite" in formats:
-        for variant in quantize:
-            suffix = "" if variant is None else f".{variant}"
-            path = export_tflite(
-                model, directory / f"{name}{suffix}.tflite", seq_len=seq_len, quantize=variant,
-                representative_data=inputs if variant == "int8" else None, metadata=metadata,
-            )
-            rows.append((f"{name}{suffix}", verify(model, path, inputs) if verify_files else path))
-    if "onnx" in formats:
-        path = export_onnx(model, directory / f"{name}.onnx", metadata=metadata)
-        rows.append((name, verify(model, path, inputs) if verify_files else path))
-    return rows
+    written = []
+    try:
+        if "tflite" in formats:
+            for variant in quantize:
+                suffix = "" if variant is None else f".{variant}"
+                written.append((f"{name}{suffix}", export_tflite(
+                    model, directory / f"{name}{suffix}.tflite", batch_size=batch_size,
+                    seq_len=seq_len, quantize=variant,
+                    representative_data=inputs if variant == "int8" else None,
+                    metadata=metadata,
+                )))
+        if "onnx" in formats:
+            written.append((name, export_onnx(model, directory / f"{name}.onnx",
+                                              metadata=metadata)))
+    except BaseException:
+        for _, path in written:
+            path.unlink(missing_ok=True)
+        raise
+    if not verify_files:
+        return written
+    return [(label, verify(model, path, inputs)) for label, path in written]
 
 
 def print_parity(rows) -> bool:

@@ -13,10 +13,9 @@ def compiled(model):
     cached = getattr(model, "_keras_rnn_compiled", None)
     if cached is not None:
         return cached
-    shape = [None] * len(model.inputs[0].shape[:-1]) + list(model.inputs[0].shape[-1:])
-    if len(model.inputs[0].shape) == 2:  # integer ids: (batch, timesteps)
-        shape = [None, None]
-    spec = tf.TensorSpec(shape, model.inputs[0].dtype)
+    model_input = model.inputs[0]
+    # any batch and length; features (if any: ids have none) as the model has them
+    spec = tf.TensorSpec([None, None] + list(model_input.shape[2:]), model_input.dtype)
     function = tf.function(lambda x: model(x, training=False), input_signature=[spec])
     model._keras_rnn_compiled = function
     return function

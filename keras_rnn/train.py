@@ -73,12 +73,12 @@ def train(
     class _Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             step = (epoch + 1) * steps_per_report
-            due = report is not None and (step % report_every == 0 or step >= epochs)
+            due = report is not None and (step % report_every == 0 or step == epochs)
             if not due and stop_when is None:
                 return
             predictions = np.asarray(self.model.predict_on_batch(x))
             if due:
-                report(min(step, epochs), float(logs["loss"]), predictions)
+                report(step, float(logs["loss"]), predictions)
             if stop_when is not None and stop_when(predictions):
                 self.model.stop_training = True
 

@@ -149,11 +149,11 @@ def _resolve_seq_len(structure, seq_len):
 
 def _calibration_batches(structure, data, batch_size: int, seq_len: int):
     data = np.asarray(data)
-    expected_rank = 2 if structure.takes_ids else 3
-    if data.ndim != expected_rank or data.shape[1] != seq_len:
+    expected = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
+    if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected:
         raise ValueError(
-            f"representative_data has shape {data.shape}; expected (n, {seq_len}"
-            f"{'' if structure.takes_ids else ', features'}) matching the exported input."
+            f"representative_data has shape {data.shape}; expected (n, "
+            f"{', '.join(map(str, expected))}) matching the exported input."
         )
     dtype = np.int32 if structure.takes_ids else np.float32
 

@@ -222,6 +222,10 @@ def test_int8_needs_representative_data(tmp_path):
     model = build_model(cell="lstm", input_size=3, hidden_size=2, seq_len=4)
     with pytest.raises(ValueError, match="representative_data"):
         export_tflite(model, tmp_path / "m.tflite", quantize="int8")
+    with pytest.raises(ValueError, match=r"shape \(2, 4, 5\); expected \(n, 4, 3\)"):
+        export_tflite(model, tmp_path / "m.tflite", quantize="int8",
+                      representative_data=np.zeros((2, 4, 5), np.float32))
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="Unknown quantize 'int4'"):
         export_tflite(model, tmp_path / "m.tflite", quantize="int4")
 

@@ -59,13 +59,17 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | Non
 
 def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
     """The ONNX `ModelProto` for `model`, checked with `onnx.checker` (full check)."""
-    import onnx
-
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
     structure = read_model(model)
     graph = _GraphBuilder(structure, opset)
-    graph_proto = graph.build(name=model.name)
+    return finish_model(graph.build(name=model.name), opset, metadata)
+
+
+def finish_model(graph_proto, opset: int, metadata: dict | None):
+    """Wraps a graph into a checked `ModelProto` that onnxruntime 1.31 loads."""
+    import onnx
+
     opset_id = onnx.helper.make_opsetid("", opset)
     proto = onnx.helper.make_model(
         graph_proto,
@@ -157,12 +161,8 @@ class _GraphBuilder:
                 if not layer.return_sequences:
                     time_major = False
                     lengths = padding = None
-            elif isinstance(layer, Dense):
-                values = self.node("MatMul", [values, self.constant("kernel", layer.kernel)])
-                values = self.node("Add", [values, self.constant("bias", layer.bias)], "dense")
-                values = self.activation(layer.activation, values)
-            elif isinstance(layer, Activation):
-                values = self.activation(layer.activation, values)
+            elif isinstance(layer, (Dense, Activation)):
+                values = self.head(layer, values)
         if time_major:
             values = self.node("Transpose", [values], perm=[1, 0, 2])
         self.nodes.append(onnx.helper.make_node("Identity", [values], [OUTPUT_NAME]))
@@ -188,6 +188,13 @@ class _GraphBuilder:
                             "padding")
         return lengths, padding
 
+    def head(self, layer, values: str) -> str:
+        """A Dense or Activation layer."""
+        if isinstance(layer, Dense):
+            values = self.node("MatMul", [values, self.constant("kernel", layer.kernel)])
+            values = self.node("Add", [values, self.constant("bias", layer.bias)], "dense")
+        return self.activation(layer.activation, values)
+
     def activation(self, name: str, values: str) -> str:
         if name == "linear":
             return values
@@ -204,42 +211,18 @@ class _GraphBuilder:
         """
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
         first = directions[0]
-        for direction in directions:
-            for activation in (direction.activation, direction.recurrent_activation):
-                if direction.cell == "simple_rnn" and activation == direction.recurrent_activation:
-                    continue
-                if activation not in _ONNX_ACTIVATIONS:
-                    raise UnsupportedModelError(
-                        f"Layer {layer.name!r} uses activation {activation!r}, which the ONNX "
-                        f"recurrent operators do not take here; supported: {list(_ONNX_ACTIVATIONS)}."
-                    )
         if isinstance(layer, Recurrent) and layer.go_backwards and lengths is not None:
             raise UnsupportedModelError(
                 f"Layer {layer.name!r} runs go_backwards on padded input; Keras returns its "
                 "outputs in reversed order including the padding, which the ONNX operators "
                 "cannot reproduce. Wrap the layer in Bidirectional instead."
             )
-        W, R, B = zip(*(_onnx_weights(direction) for direction in directions))
         if isinstance(layer, Bidirectional):
             direction_name = "bidirectional"
         else:
             direction_name = "reverse" if layer.go_backwards else "forward"
-        activations = []
-        for direction in directions:
-            if direction.cell == "simple_rnn":
-                activations += [_ONNX_ACTIVATIONS[direction.activation]]
-            elif direction.cell == "lstm":
-                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation]] + [
-                    _ONNX_ACTIVATIONS[direction.activation]] * 2
-            else:
-                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation],
-                                _ONNX_ACTIVATIONS[direction.activation]]
-        attributes = dict(hidden_size=first.units, direction=direction_name,
-                          activations=activations)
-        if first.cell == "gru":
-            attributes["linear_before_reset"] = int(first.reset_after)
-        inputs = [values, self.constant("W", np.stack(W)), self.constant("R", np.stack(R)),
-                  self.constant("B", np.stack(B)), lengths or ""]
+        inputs, attributes = self.operator_inputs(layer.name, directions, values, direction_name)
+        inputs.append(lengths or "")
         all_steps, last_step = self.node(_OPERATOR[first.cell], inputs, _OPERATOR[first.cell],
                                          outputs=2, **attributes)
         # all_steps: (time, directions, batch, units); last_step: (directions, batch, units)
@@ -263,6 +246,37 @@ class _GraphBuilder:
             outputs = self.node("Add", [outputs, self.node("Mul", [padding, last_step])],
                                 "carried")
         return outputs
+
+    def operator_inputs(self, name: str, directions, values: str, direction_name: str):
+        """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
+        first = directions[0]
+        for direction in directions:
+            for activation in (direction.activation, direction.recurrent_activation):
+                if direction.cell == "simple_rnn" and activation == direction.recurrent_activation:
+                    continue
+                if activation not in _ONNX_ACTIVATIONS:
+                    raise UnsupportedModelError(
+                        f"Layer {name!r} uses activation {activation!r}, which the ONNX "
+                        f"recurrent operators do not take here; supported: {list(_ONNX_ACTIVATIONS)}."
+                    )
+        W, R, B = zip(*(_onnx_weights(direction) for direction in directions))
+        activations = []
+        for direction in directions:
+            if direction.cell == "simple_rnn":
+                activations += [_ONNX_ACTIVATIONS[direction.activation]]
+            elif direction.cell == "lstm":
+                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation]] + [
+                    _ONNX_ACTIVATIONS[direction.activation]] * 2
+            else:
+                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation],
+                                _ONNX_ACTIVATIONS[direction.activation]]
+        attributes = dict(hidden_size=first.units, direction=direction_name,
+                          activations=activations)
+        if first.cell == "gru":
+            attributes["linear_before_reset"] = int(first.reset_after)
+        inputs = [values, self.constant("W", np.stack(W)), self.constant("R", np.stack(R)),
+                  self.constant("B", np.stack(B))]
+        return inputs, attributes
 
     def merge(self, mode: str, values: str, *, batch_major_last: bool) -> str:
         """Merges the direction axis: (time, 2, batch, units) -> (time, batch, merged), or

@@ -4,6 +4,9 @@ This is what a device or a service imports. `load("model.tflite")` uses the stan
 interpreter (`ai_edge_litert`, no Flex delegate); `load("model.onnx")` uses ONNX Runtime. Both
 give the same small interface: `run(inputs) -> outputs`, the expected input shape and dtype,
 and the metadata written at export (the vocabulary, so outputs can be decoded).
+
+`StepModel` runs a streaming step model (`export.step`) with the state carried by the caller,
+and `generate` continues a prompt greedily with one, symbol by symbol.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metadata entry
+MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"
 
 
 class ModelFileError(ValueError):
@@ -49,10 +53,21 @@ class TFLiteModel:
                 f"{str(self.path)!r} is not a valid .tflite model for the LiteRT interpreter: "
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
             ) from error
-        self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        signatures = self._interpreter.get_signature_list()
+        if signatures:  # named inputs and outputs (step models and newer exports)
+            runner = self._interpreter.get_signature_runner(next(iter(signatures)))
+            self._inputs = dict(runner.get_input_details())
+            self._outputs = dict(runner.get_output_details())
+        else:
+            self._inputs = {d["name"]: d for d in self._interpreter.get_input_details()}
+            self._outputs = {d["name"]: d for d in self._interpreter.get_output_details()}
+        self._input = self._inputs.get(MAIN_INPUT) or next(iter(self._inputs.values()))
+        self._output = self._outputs.get(MAIN_OUTPUT) or next(iter(self._outputs.values()))
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
+        self.inputs = {name: (tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]))
+                       for name, detail in self._inputs.items()}
+        self.output_names = list(self._outputs)
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
@@ -60,6 +75,17 @@ class TFLiteModel:
         self._interpreter.set_tensor(self._input["index"], inputs)
         self._interpreter.invoke()
         return np.array(self._interpreter.get_tensor(self._output["index"]))
+
+    def run_named(self, feeds: dict, *, check: bool = True) -> dict:
+        """Runs a file with several named inputs; returns every output by name."""
+        set_tensor = self._interpreter.set_tensor
+        for name, detail in self._inputs.items():
+            value = _feed(feeds, name, self.inputs[name], self.path) if check else feeds[name]
+            set_tensor(detail["index"], value)
+        self._interpreter.invoke()
+        get_tensor = self._interpreter.get_tensor
+        return {name: np.array(get_tensor(detail["index"]))
+                for name, detail in self._outputs.items()}
 
     @property
     def quantized(self) -> bool:
@@ -101,16 +127,26 @@ class ONNXModel:
                 f"{str(error).splitlines()[0]}"
             ) from error
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
-        model_input = self._session.get_inputs()[0]
-        self._input_name = model_input.name
-        self.input_shape = tuple(d if isinstance(d, int) else None for d in model_input.shape)
-        self.input_dtype = np.dtype(np.int32 if "int32" in model_input.type else
-                                    np.int64 if "int64" in model_input.type else np.float32)
+        self.inputs = {
+            item.name: (tuple(d if isinstance(d, int) else None for d in item.shape),
+                        np.dtype(np.int32 if "int32" in item.type else
+                                 np.int64 if "int64" in item.type else np.float32))
+            for item in self._session.get_inputs()
+        }
+        self._input_name = MAIN_INPUT if MAIN_INPUT in self.inputs else next(iter(self.inputs))
+        self.input_shape, self.input_dtype = self.inputs[self._input_name]
+        self.output_names = [item.name for item in self._session.get_outputs()]
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch of any size and length."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
         return self._session.run(None, {self._input_name: inputs})[0]
+
+    def run_named(self, feeds: dict, *, check: bool = True) -> dict:
+        """Runs a file with several named inputs; returns every output by name."""
+        if check:
+            feeds = {name: _feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
+        return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
 
 
 def load(path, *, num_threads: int = 1):
@@ -121,6 +157,98 @@ def load(path, *, num_threads: int = 1):
     if suffix == ".onnx":
         return ONNXModel(path, num_threads=num_threads)
     raise ModelFileError(f"Unknown model file type {str(path)!r}: expected .tflite or .onnx.")
+
+
+class StepModel:
+    """A streaming step model (`export.step.export_step`): one step's input and the state in,
+    that step's output and the next state out. The caller carries the state."""
+
+    def __init__(self, path, *, num_threads: int = 1):
+        self.model = load(path, num_threads=num_threads)
+        self.path = self.model.path
+        self.metadata = self.model.metadata
+        self.state_names = sorted((name for name in self.model.inputs if name.startswith("state_")),
+                                  key=lambda name: int(name.split("_")[1]))
+        if MAIN_INPUT not in self.model.inputs or not self.state_names:
+            raise ModelFileError(
+                f"{str(self.path)!r} is not a step model (no 'inputs' and 'state_N' inputs): "
+                "write one with export.step.export_step."
+            )
+        self.input_shape, self.input_dtype = self.model.inputs[MAIN_INPUT]
+        self.state_sizes = [self.model.inputs[name][0][1] for name in self.state_names]
+        self.batch_size = self.input_shape[0]  # None: any batch (ONNX)
+        self._next_names = [f"next_{name}" for name in self.state_names]
+
+    @property
+    def takes_ids(self) -> bool:
+        return np.issubdtype(self.input_dtype, np.integer)
+
+    def initial_state(self, batch_size: int | None = None) -> list:
+        """Zero states, as Keras starts every sequence."""
+        batch = self.batch_size or batch_size or 1
+        return [np.zeros((batch, units), np.float32) for units in self.state_sizes]
+
+    def step(self, inputs, state: list, *, check: bool = True):
+        """One step: returns `(outputs, next_state)`."""
+        if len(state) != len(self.state_names):
+            raise ValueError(
+                f"{self.path.name} carries {len(self.state_names)} states; got {len(state)}. "
+                "Start from initial_state()."
+            )
+        feeds = dict(zip(self.state_names, state))
+        feeds[MAIN_INPUT] = inputs
+        results = self.model.run_named(feeds, check=check)
+        return results[MAIN_OUTPUT], [results[name] for name in self._next_names]
+
+
+def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:
+    """Greedily continues `prompt` by `length` symbols with a step model of a char (or word)
+    model, carrying the state: no TensorFlow, one step per symbol.
+
+    Args:
+        step_model: a `StepModel` or the path of a step model file.
+        vocabulary: a `keras_rnn.Vocabulary`; by default the one stored in the file.
+
+    Returns:
+        The prompt followed by the generated symbols, decoded as `Vocabulary.decode` does.
+    """
+    from keras_rnn.vocab import Vocabulary
+
+    if not isinstance(step_model, StepModel):
+        step_model = StepModel(step_model)
+    if vocabulary is None:
+        text = step_model.metadata.get("vocabulary")
+        if not text:
+            raise ValueError(
+                f"{step_model.path.name} stores no vocabulary: pass vocabulary= or export "
+                "with metadata=export.vocabulary_metadata(vocabulary)."
+            )
+        vocabulary = Vocabulary.from_json(text)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"`length` must be an integer >= 0, got {length!r}.")
+    ids = [int(i) for i in vocabulary.encode(prompt)]
+    if not step_model.takes_ids and step_model.input_shape[-1] != len(vocabulary):
+        raise ValueError(
+            f"{step_model.path.name} takes {step_model.input_shape[-1]}-wide one-hot inputs "
+            f"but the vocabulary has {len(vocabulary)} symbols: pass the model's vocabulary."
+        )
+    batch = step_model.batch_size or 1
+    identity = np.eye(len(vocabulary), dtype=np.float32)
+    state = step_model.initial_state(batch)
+
+    def encoded(symbol_id):
+        if step_model.takes_ids:
+            return np.full((batch,), symbol_id, np.int32)
+        return np.repeat(identity[symbol_id][None], batch, axis=0)
+
+    outputs = None
+    for symbol_id in ids:
+        outputs, state = step_model.step(encoded(symbol_id), state, check=False)
+    for index in range(length):
+        ids.append(int(outputs[0].argmax()))
+        if index + 1 < length:  # feed the new symbol for the next prediction
+            outputs, state = step_model.step(encoded(ids[-1]), state, check=False)
+    return vocabulary.decode(ids)
 
 
 def read_metadata(path) -> dict:
@@ -140,24 +268,32 @@ def _tflite_metadata(content: bytes) -> dict:
     return {}
 
 
-def _checked_input(inputs, expected_shape, dtype, path) -> np.ndarray:
+def _feed(feeds: dict, name: str, spec, path) -> np.ndarray:
+    if name not in feeds:
+        raise ValueError(f"{Path(path).name} needs an input named {name!r}; got {sorted(feeds)}.")
+    shape, dtype = spec
+    return _checked_input(feeds[name], shape, dtype, path, name=name)
+
+
+def _checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") -> np.ndarray:
     inputs = np.asarray(inputs)
     if inputs.ndim != len(expected_shape):
         raise ValueError(
-            f"{Path(path).name} expects input of rank {len(expected_shape)} "
+            f"{Path(path).name} expects {name} of rank {len(expected_shape)} "
             f"{_shape_text(expected_shape)}; got shape {inputs.shape}."
         )
     for got, want in zip(inputs.shape, expected_shape):
         if want is not None and got != want:
             raise ValueError(
-                f"{Path(path).name} expects input shape {_shape_text(expected_shape)}; got "
+                f"{Path(path).name} expects {name} shape {_shape_text(expected_shape)}; got "
                 f"{inputs.shape}. A .tflite file has a fixed batch and length: re-export with "
                 "batch_size=/seq_len=, or feed that shape."
             )
     if np.issubdtype(dtype, np.integer):
         if not np.issubdtype(inputs.dtype, np.integer):
             raise ValueError(
-                f"{Path(path).name} expects integer token ids; got {inputs.dtype} values."
+                f"{Path(path).name} expects integer token ids for {name}; got {inputs.dtype} "
+                "values."
             )
     return np.ascontiguousarray(inputs, dtype=dtype)
 

@@ -231,48 +231,25 @@ def _activation(name: str, values):
             "softmax": tf.nn.softmax}[name](values)
 
 
-def _recurrent(layer: Recurrent, values, mask):
-    """The layer's time loop, unrolled; same masking rules as Keras (see reference.py)."""
+def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_state=False):
+    """The layer's time loop, unrolled; same masking rules as Keras (see reference.py).
+
+    `initial_state` is `[h]` (`[h, c]` for LSTM), zeros by default; with `return_state` the
+    final states follow the outputs, as Keras's `return_state=True` gives them."""
     import tensorflow as tf
 
     batch, timesteps = values.shape[0], values.shape[1]
     units = layer.units
-    input_bias = layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
     # All input projections at once: (batch, time, gates * units)
-    projected = tf.unstack(_dense(values, layer.kernel, input_bias), axis=1)
+    projected = tf.unstack(_dense(values, layer.kernel, _input_bias(layer)), axis=1)
     mask_steps = tf.unstack(mask, axis=1) if mask is not None else None
-    recurrent_kernel = tf.constant(layer.recurrent_kernel)
-    act = lambda x: _activation(layer.activation, x)  # noqa: E731
-    gate = lambda x: _activation(layer.recurrent_activation, x)  # noqa: E731
     zeros = tf.zeros((batch, units), tf.float32)
-    h, c, output = zeros, zeros, zeros
+    h, c = (list(initial_state) + [zeros])[:2] if initial_state else (zeros, zeros)
+    output = zeros
     outputs = []
     order = range(timesteps - 1, -1, -1) if layer.go_backwards else range(timesteps)
     for t in order:
-        x_t = projected[t]
-        if layer.cell == "simple_rnn":
-            new_h = act(x_t + tf.matmul(h, recurrent_kernel))
-            new_c = c
-        elif layer.cell == "lstm":
-            z = x_t + tf.matmul(h, recurrent_kernel)  # (batch, 4 * units)
-            i, f, g, o = tf.split(z, 4, axis=1)
-            new_c = gate(f) * c + gate(i) * act(g)
-            new_h = gate(o) * act(new_c)
-        else:
-            x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
-            if layer.reset_after:
-                inner = tf.matmul(h, recurrent_kernel) + tf.constant(layer.bias[1])
-                h_z, h_r, h_h = tf.split(inner, 3, axis=1)
-                z, r = gate(x_z + h_z), gate(x_r + h_r)
-                candidate = act(x_h + r * h_h)
-            else:
-                inner = tf.matmul(h, tf.constant(layer.recurrent_kernel[:, : 2 * units]))
-                h_z, h_r = tf.split(inner, 2, axis=1)
-                z, r = gate(x_z + h_z), gate(x_r + h_r)
-                candidate = act(x_h + tf.matmul(r * h, tf.constant(
-                    layer.recurrent_kernel[:, 2 * units:])))
-            new_h = z * h + (1.0 - z) * candidate
-            new_c = c
+        new_h, new_c = _cell_step(layer, projected[t], h, c)
         if mask_steps is None:
             output, h, c = new_h, new_h, new_c
         else:
@@ -281,9 +258,45 @@ def _recurrent(layer: Recurrent, values, mask):
             h = tf.where(keep, new_h, h)
             c = tf.where(keep, new_c, c)
         outputs.append(output)
-    if layer.return_sequences:
-        return tf.stack(outputs, axis=1)
-    return outputs[-1]
+    result = tf.stack(outputs, axis=1) if layer.return_sequences else outputs[-1]
+    if return_state:
+        return result, ([h, c] if layer.cell == "lstm" else [h])
+    return result
+
+
+def _input_bias(layer: Recurrent):
+    """The bias added to the input projection (GRU reset_after keeps a second, recurrent one)."""
+    return layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
+
+
+def _cell_step(layer: Recurrent, x_t, h, c):
+    """One step of the cell from the projected input `x_t = x @ kernel + input bias`:
+    returns the new `(h, c)` (`c` passes through unchanged for SimpleRNN and GRU)."""
+    import tensorflow as tf
+
+    units = layer.units
+    recurrent_kernel = tf.constant(layer.recurrent_kernel)
+    act = lambda x: _activation(layer.activation, x)  # noqa: E731
+    gate = lambda x: _activation(layer.recurrent_activation, x)  # noqa: E731
+    if layer.cell == "simple_rnn":
+        return act(x_t + tf.matmul(h, recurrent_kernel)), c
+    if layer.cell == "lstm":
+        z = x_t + tf.matmul(h, recurrent_kernel)  # (batch, 4 * units)
+        i, f, g, o = tf.split(z, 4, axis=1)
+        new_c = gate(f) * c + gate(i) * act(g)
+        return gate(o) * act(new_c), new_c
+    x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
+    if layer.reset_after:
+        inner = tf.matmul(h, recurrent_kernel) + tf.constant(layer.bias[1])
+        h_z, h_r, h_h = tf.split(inner, 3, axis=1)
+        z, r = gate(x_z + h_z), gate(x_r + h_r)
+        candidate = act(x_h + r * h_h)
+    else:
+        inner = tf.matmul(h, tf.constant(layer.recurrent_kernel[:, : 2 * units]))
+        h_z, h_r = tf.split(inner, 2, axis=1)
+        z, r = gate(x_z + h_z), gate(x_r + h_r)
+        candidate = act(x_h + tf.matmul(r * h, tf.constant(layer.recurrent_kernel[:, 2 * units:])))
+    return z * h + (1.0 - z) * candidate, c
 
 
 def _bidirectional(layer: Bidirectional, values, mask):

@@ -33,3 +33,17 @@ def author_results():
     import author
 
     return {cell: author.run(cell, verbose=False) for cell in CELLS}
+
+
+@pytest.fixture(scope="session")
+def char_sequence_results():
+    import char_sequence
+
+    return {cell: char_sequence.run(cell, verbose=False) for cell in CELLS}
+
+
+@pytest.fixture(scope="session")
+def long_sentence_results():
+    import long_sentence
+
+    return {cell: long_sentence.run(cell, verbose=False) for cell in CELLS}

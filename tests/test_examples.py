@@ -46,10 +46,8 @@ def test_hihello_logits_variant_reports_what_it_reaches():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_char_sequence_reproduces_the_sentence(cell):
-    import char_sequence
-
-    result = char_sequence.run(cell, verbose=False)
+def test_char_sequence_reproduces_the_sentence(char_sequence_results, cell):
+    result = char_sequence_results[cell]
     assert result["prediction"] == datasets.CHAR_SEQUENCE[1:]
 
 
@@ -63,10 +61,10 @@ def test_softmax_only_baseline_cannot_without_context():
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_long_sentence_rebuilt_but_the_first_character(cell):
+def test_long_sentence_rebuilt_but_the_first_character(long_sentence_results, cell):
     import long_sentence
 
-    result = long_sentence.run(cell, verbose=False)
+    result = long_sentence_results[cell]
     assert long_sentence.wrong_characters(result["reconstructed"]) == 0, result["reconstructed"]
     assert len(result["reconstructed"]) == len(datasets.LONG_SENTENCE) - 1
 

@@ -1,0 +1,222 @@
+"""Streaming step models: one step of a trained network, the recurrent state carried outside.
+
+A device generating text char by char should not re-run the whole prefix for every new
+character. A step model takes one step's input and the state, and returns that step's output
+and the next state:
+
+    inputs  (batch, features) float32, or (batch,) int32 ids    ->  outputs (batch, classes)
+    state_0, state_1, ...  (batch, units) float32 each            ->  next_state_0, ...
+
+States are numbered in layer order; an LSTM layer has two (h, then c), SimpleRNN and GRU one.
+Starting from zero states and feeding a sequence step by step gives, at every step, what the
+Keras model gives on the sequence so far. Streaming has no padding: feed real steps only (a
+mask would make Keras skip a padding step, a step model does not). Layers that need the future
+(`Bidirectional`, `go_backwards`) cannot stream and are refused.
+
+`export_step(model, "m.step.tflite")` writes builtin-only TFLite (fixed batch);
+`export_step(model, "m.step.onnx")` writes ONNX with the native RNN/LSTM/GRU operators run for
+one step (dynamic batch). `export.runtime.StepModel` runs either without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from export._files import check_writable, write_atomic
+from keras_rnn.structure import (
+    Activation,
+    Bidirectional,
+    Dense,
+    Embedding,
+    Recurrent,
+    UnsupportedModelError,
+    read_model,
+)
+
+INPUT_NAME = "inputs"
+OUTPUT_NAME = "outputs"
+STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
+
+
+def state_name(index: int) -> str:
+    return f"state_{index}"
+
+
+def next_state_name(index: int) -> str:
+    return f"next_state_{index}"
+
+
+def step_states(structure) -> list[tuple[str, int]]:
+    """`(label, units)` for each state the step model carries, in order."""
+    states = []
+    for layer in structure.layers:
+        if isinstance(layer, Recurrent):
+            states.append((f"{layer.name}/h", layer.units))
+            if layer.cell == "lstm":
+                states.append((f"{layer.name}/c", layer.units))
+    return states
+
+
+def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = None,
+                opset: int | None = None) -> Path:
+    """Writes the step model of `model` to `path` (`.tflite` or `.onnx`, by its suffix).
+
+    Args:
+        batch_size: the fixed batch of a .tflite step model (ONNX keeps the batch dynamic).
+        metadata: string key/values stored with the file (e.g. the vocabulary); the state
+            layout is added as `step_states`.
+        opset: ONNX opset (default: `export.onnx.DEFAULT_OPSET`).
+    """
+    suffix = Path(path).suffix
+    if suffix not in (".tflite", ".onnx"):
+        raise ValueError(f"Step model path {str(path)!r} must end in .tflite or .onnx.")
+    path = check_writable(path, suffix=suffix)
+    if suffix == ".tflite":
+        data = build_step_tflite(model, batch_size=batch_size, metadata=metadata)
+    else:
+        from export.onnx import DEFAULT_OPSET
+
+        data = build_step_onnx(model, opset=opset or DEFAULT_OPSET,
+                               metadata=metadata).SerializeToString()
+    return write_atomic(path, data)
+
+
+def streamable_structure(model):
+    """The model's structure, refused with a clear error if it cannot run step by step."""
+    structure = read_model(model)
+    for layer in structure.layers:
+        if isinstance(layer, Bidirectional) or (isinstance(layer, Recurrent) and layer.go_backwards):
+            raise UnsupportedModelError(
+                f"Layer {layer.name!r} reads the sequence backwards, so its output at a step "
+                "depends on steps not yet seen: a model with Bidirectional or go_backwards "
+                "layers cannot be streamed. Export the whole-sequence model instead."
+            )
+    if not structure.recurrent_layers:
+        raise UnsupportedModelError(f"Model {model.name!r} has no recurrent layer to stream.")
+    return structure
+
+
+def _with_states(structure, metadata):
+    entries = dict(metadata or {})
+    entries[STATES_METADATA] = json.dumps(step_states(structure))
+    return entries
+
+
+# -- TFLite ---------------------------------------------------------------------------------
+
+def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = None) -> bytes:
+    """The builtin-only `.tflite` bytes of the step model."""
+    import tensorflow as tf
+
+    from export.tflite import (
+        TFLiteConversionError,
+        _activation,
+        _cell_step,
+        _dense,
+        _explain_conversion_error,
+        _input_bias,
+        add_metadata,
+        check_builtin_only,
+    )
+
+    structure = streamable_structure(model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if structure.takes_ids:
+        input_spec = tf.TensorSpec((batch_size,), tf.int32, name=INPUT_NAME)
+    else:
+        input_spec = tf.TensorSpec((batch_size, structure.input_shape[2]), tf.float32,
+                                   name=INPUT_NAME)
+    states = step_states(structure)
+    state_specs = [tf.TensorSpec((batch_size, units), tf.float32, name=state_name(i))
+                   for i, (_, units) in enumerate(states)]
+
+    def step(inputs, *state_values):
+        values, carried, new_states = inputs, list(state_values), []
+        for layer in structure.layers:
+            if isinstance(layer, Embedding):
+                values = tf.gather(tf.constant(layer.table), values)
+            elif isinstance(layer, Recurrent):
+                h = carried.pop(0)
+                c = carried.pop(0) if layer.cell == "lstm" else None
+                projected = _dense(values, layer.kernel, _input_bias(layer))
+                h, c = _cell_step(layer, projected, h, c)
+                new_states += [h, c] if layer.cell == "lstm" else [h]
+                values = h
+            elif isinstance(layer, Dense):
+                values = _activation(layer.activation, _dense(values, layer.kernel, layer.bias))
+            elif isinstance(layer, Activation):
+                values = _activation(layer.activation, values)
+        outputs = {OUTPUT_NAME: values}
+        outputs.update({next_state_name(i): s for i, s in enumerate(new_states)})
+        return outputs
+
+    holder = tf.Module()  # gives the converter a trackable owner: the file keeps a signature
+    holder.step = tf.function(step, input_signature=[input_spec] + state_specs, autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.step.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
+    check_builtin_only(flatbuffer, structure)
+    return add_metadata(flatbuffer, _with_states(structure, metadata))
+
+
+# -- ONNX -----------------------------------------------------------------------------------
+
+def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
+    """The ONNX `ModelProto` of the step model: each recurrent layer is its native operator
+    run for one step from `initial_h` (and `initial_c`)."""
+    import onnx
+
+    from export.onnx import _OPERATOR, _GraphBuilder, finish_model
+
+    structure = streamable_structure(model)
+    graph = _GraphBuilder(structure, opset)
+    float_type = onnx.TensorProto.FLOAT
+    if structure.takes_ids:
+        inputs = [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.INT32,
+                                                     ["batch"])]
+    else:
+        inputs = [onnx.helper.make_tensor_value_info(
+            INPUT_NAME, float_type, ["batch", structure.input_shape[2]])]
+    states = step_states(structure)
+    inputs += [onnx.helper.make_tensor_value_info(state_name(i), float_type, ["batch", units])
+               for i, (_, units) in enumerate(states)]
+    axis0 = graph.constant("axes", np.array([0], np.int64))
+    values, index, new_states = INPUT_NAME, 0, []
+    for layer in structure.layers:
+        if isinstance(layer, Embedding):
+            values = graph.node("Gather", [graph.constant("embeddings", layer.table), values],
+                                "embedded", axis=0)
+        elif isinstance(layer, Recurrent):
+            # X (1, batch, features); initial_h / initial_c (1, batch, units)
+            x = graph.node("Unsqueeze", [values, axis0], "x")
+            operator_inputs, attributes = graph.operator_inputs(layer.name, [layer], x, "forward")
+            operator_inputs += ["", graph.node("Unsqueeze", [state_name(index), axis0], "h0")]
+            if layer.cell == "lstm":
+                operator_inputs.append(graph.node("Unsqueeze", [state_name(index + 1), axis0],
+                                                  "c0"))
+            count = 3 if layer.cell == "lstm" else 2
+            results = graph.node(_OPERATOR[layer.cell], operator_inputs, _OPERATOR[layer.cell],
+                                 outputs=count, **attributes)
+            finals = [graph.node("Squeeze", [result, axis0], "state") for result in results[1:]]
+            new_states += finals
+            index += len(finals)
+            values = finals[0]
+        elif isinstance(layer, (Dense, Activation)):
+            values = graph.head(layer, values)
+    graph.nodes.append(onnx.helper.make_node("Identity", [values], [OUTPUT_NAME]))
+    outputs = [onnx.helper.make_tensor_value_info(OUTPUT_NAME, float_type, ["batch", None])]
+    for i, (name, (_, units)) in enumerate(zip(new_states, states)):
+        graph.nodes.append(onnx.helper.make_node("Identity", [name], [next_state_name(i)]))
+        outputs.append(onnx.helper.make_tensor_value_info(next_state_name(i), float_type,
+                                                          ["batch", units]))
+    graph_proto = onnx.helper.make_graph(graph.nodes, f"{model.name}_step", inputs, outputs,
+                                         initializer=graph.initializers)
+    return finish_model(graph_proto, opset, _with_states(structure, metadata))

@@ -1,0 +1,171 @@
+"""Streaming step models: fed step by step they compute what Keras computes on the whole
+sequence, and the TF-free greedy generator writes exactly Keras's characters."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import vocabulary_metadata
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.runtime import ModelFileError, StepModel, generate
+from export.step import export_step
+from export.tflite import operator_names
+from keras_rnn import build_model
+from keras_rnn.sample import generate as keras_generate
+from keras_rnn.structure import UnsupportedModelError
+
+CELLS = ("simple_rnn", "lstm", "gru")
+FORMATS = {"tflite": TFLITE_TOLERANCE, "onnx": ONNX_TOLERANCE}
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8
+BATCH = 2
+
+
+def _model(cell, *, num_layers=1, inputs="one_hot", return_sequences=True, **extra):
+    import keras
+
+    keras.utils.set_random_seed(11)
+    if inputs == "embedding":
+        extra["embedding_dim"] = 3
+    return build_model(cell=cell, input_size=6, hidden_size=5, output_size=4,
+                       num_layers=num_layers, inputs=inputs,
+                       return_sequences=return_sequences, **extra)
+
+
+def _sequence(model):
+    rng = np.random.default_rng(3)
+    if len(model.inputs[0].shape) == 2:  # ids; 0 is never fed (no padding when streaming)
+        return rng.integers(1, 6, size=(BATCH, STEPS)).astype(np.int32)
+    return rng.normal(size=(BATCH, STEPS, 6)).astype(np.float32)
+
+
+def _stream(step_model, sequence):
+    state = step_model.initial_state(len(sequence))
+    outputs = []
+    for t in range(sequence.shape[1]):
+        output, state = step_model.step(sequence[:, t], state)
+        outputs.append(output)
+    return np.stack(outputs, axis=1)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("inputs", ["one_hot", "embedding"])
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("cell", CELLS)
+def test_step_by_step_equals_the_whole_sequence(tmp_path, cell, num_layers, inputs, fmt):
+    model = _model(cell, num_layers=num_layers, inputs=inputs)
+    path = export_step(model, tmp_path / f"m.step.{fmt}", batch_size=BATCH)
+    step_model = StepModel(path)
+    assert len(step_model.state_names) == num_layers * (2 if cell == "lstm" else 1)
+    sequence = _sequence(model)
+    expected = np.asarray(model(sequence))
+    assert_outputs_close(f"{cell} step model ({fmt})", _stream(step_model, sequence), expected,
+                         FORMATS[fmt])
+    if fmt == "onnx":
+        import onnx
+
+        op_types = [node.op_type for node in onnx.load(path).graph.node]
+        native = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}[cell]
+        assert op_types.count(native) == num_layers and "Loop" not in op_types
+    else:
+        assert not any(name.startswith("custom:") for name in operator_names(path.read_bytes()))
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_many_to_one_model_streams_to_its_last_output(tmp_path, fmt):
+    model = _model("lstm", num_layers=2, return_sequences=False)
+    step_model = StepModel(export_step(model, tmp_path / f"m.step.{fmt}", batch_size=BATCH))
+    sequence = _sequence(model)
+    streamed = _stream(step_model, sequence)[:, -1]
+    assert_outputs_close(f"many-to-one step model ({fmt})", streamed, np.asarray(model(sequence)),
+                         FORMATS[fmt])
+
+
+def _lecture_cases(hihello_results, char_sequence_results, long_sentence_results):
+    """(name, result, [(prompt, length)]) for each lecture char model."""
+    from keras_rnn import datasets
+
+    cases = []
+    for name, results, length in (("hihello", hihello_results, 12),
+                                  ("char_sequence", char_sequence_results, 20),
+                                  ("long_sentence", long_sentence_results, 20)):
+        for cell, result in results.items():
+            prompts = [(symbol, length) for symbol in result["vocabulary"].symbols
+                       if not symbol.startswith("<")]
+            if name == "long_sentence":  # and the whole sentence from its first ten characters
+                prompts.append((datasets.LONG_SENTENCE[:10], len(datasets.LONG_SENTENCE) - 10))
+            cases.append((f"{name}_{cell}", result, prompts))
+    return cases
+
+
+def test_greedy_generation_from_step_files_equals_keras(
+        tmp_path, hihello_results, char_sequence_results, long_sentence_results):
+    mismatches, compared = [], 0
+    for name, result, prompts in _lecture_cases(hihello_results, char_sequence_results,
+                                                long_sentence_results):
+        vocabulary = result["vocabulary"]
+        expected = {prompt: keras_generate(result["model"], vocabulary, prompt, length)
+                    for prompt, length in prompts}
+        for fmt in FORMATS:
+            step_model = StepModel(export_step(result["model"], tmp_path / f"{name}.{fmt}",
+                                               metadata=vocabulary_metadata(vocabulary)))
+            for prompt, length in prompts:
+                got = generate(step_model, prompt, length)  # vocabulary read from the file
+                compared += 1
+                if got != expected[prompt]:
+                    mismatches.append((name, fmt, prompt, expected[prompt], got))
+    assert compared > 100
+    assert not mismatches, "\n".join(map(repr, mismatches))
+
+
+GENERATE_SCRIPT = """
+import sys
+from export.runtime import generate
+print(generate(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+print("tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_generation_runs_without_tensorflow(tmp_path, char_sequence_results, fmt):
+    result = char_sequence_results["gru"]
+    path = export_step(result["model"], tmp_path / f"c.step.{fmt}",
+                       metadata=vocabulary_metadata(result["vocabulary"]))
+    completed = subprocess.run([sys.executable, "-c", GENERATE_SCRIPT, str(path), "if", "30"],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    text, tensorflow_loaded = completed.stdout.rstrip("\n").split("\n")
+    assert tensorflow_loaded == "False"
+    assert text == keras_generate(result["model"], result["vocabulary"], "if", 30)
+
+
+def test_models_that_read_backwards_cannot_stream(tmp_path):
+    model = _model("gru", bidirectional=True)
+    for suffix in (".tflite", ".onnx"):
+        with pytest.raises(UnsupportedModelError, match=r"cannot be streamed"):
+            export_step(model, tmp_path / f"b{suffix}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_step_model_errors_are_clear(tmp_path, hihello_results):
+    from export import export_onnx
+
+    result = hihello_results["gru"]
+    whole = export_onnx(result["model"], tmp_path / "whole.onnx")
+    with pytest.raises(ModelFileError, match=r"is not a step model"):
+        StepModel(whole)
+    with pytest.raises(ValueError, match=r"must end in .tflite or .onnx"):
+        export_step(result["model"], tmp_path / "m.step.bin")
+    step_model = StepModel(export_step(result["model"], tmp_path / "s.tflite"))
+    with pytest.raises(ValueError, match=r"stores no vocabulary"):
+        generate(step_model, "h", 3)
+    with pytest.raises(ValueError, match=r"carries 1 states; got 2"):
+        step_model.step(np.zeros((1, 5), np.float32), step_model.initial_state() * 2)
+    with pytest.raises(ValueError, match=r"expects inputs shape \(1, 5\); got \(1, 4\)"):
+        step_model.step(np.zeros((1, 4), np.float32), step_model.initial_state())
+    with pytest.raises(ValueError, match=r"not in the vocabulary|unknown"):
+        generate(step_model, "hx", 3, vocabulary=result["vocabulary"])
+    assert generate(step_model, "h", 5, vocabulary=result["vocabulary"]) == "hihello"[:6]

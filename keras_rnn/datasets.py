@@ -31,6 +31,26 @@ AUTHOR_LENGTH = 55
 BASICS_CHARS = ("h", "e", "l", "o")  # the shapes demo's own one-hot order: h, e, l, o
 BASICS_BATCH = ("hello", "eolll", "lleel")
 STOCK_COLUMNS = ("Open", "High", "Low", "Volume", "Close")  # Close (last) is the target
+PADDING_WORDS = ("hello world", "midnight", "calculation", "path", "short circuit")
+POS_SENTENCES = (
+    "I feel hungry",
+    "tensorflow is very difficult",
+    "tensorflow is a framework for deep learning",
+    "tensorflow is very fast changing",
+)
+POS_TAGS = (
+    "pronoun verb adjective",
+    "noun verb adverb adjective",
+    "noun verb determiner noun preposition adjective noun",
+    "noun verb adverb adjective verb",
+)
+POS_LENGTH = 10
+TRANSLATION_PAIRS = (  # English -> Korean, word level
+    ("I feel hungry", "나는 배가 고프다"),
+    ("tensorflow is very difficult", "텐서플로우는 매우 어렵다"),
+    ("tensorflow is a framework for deep learning", "텐서플로우는 딥러닝을 위한 프레임워크이다"),
+    ("tensorflow is very fast changing", "텐서플로우는 매우 빠르게 변화한다"),
+)
 
 
 def windows(text: str, size: int) -> tuple[list[str], list[str]]:

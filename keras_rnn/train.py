@@ -38,7 +38,8 @@ def train(
 
     Args:
         model: a Keras model (see `build_model`).
-        x, y: training inputs and targets (class ids for the classification losses).
+        x, y: training inputs (an array, or a list of arrays for a model with several
+            inputs) and targets (class ids for the classification losses).
         epochs: passes over the data; with the default full batch, one step each.
         learning_rate: Adam's learning rate.
         loss: `"sparse_categorical_crossentropy"` or `"mse"`.
@@ -65,7 +66,9 @@ def train(
         raise ValueError(f"Unknown loss {loss!r}: expected 'sparse_categorical_crossentropy' or 'mse'.")
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=learning_rate), loss=loss_fn,
                   metrics=metrics)
-    full_batch = batch_size is None or batch_size >= len(x)
+    several_inputs = isinstance(x, (list, tuple))  # e.g. seq2seq: [source, decoder input]
+    rows = len(x[0]) if several_inputs else len(x)
+    full_batch = batch_size is None or batch_size >= rows
     # Full-batch training: one "epoch" of `report_every` identical steps, so Keras's per-epoch
     # overhead (tens of ms) is paid once per report, not once per step.
     steps_per_report = report_every if full_batch else 1
@@ -88,7 +91,7 @@ def train(
         if epochs % steps_per_report:
             raise ValueError(f"`epochs` ({epochs}) must be a multiple of report_every "
                              f"({report_every}) for full-batch training.")
-        dataset = tf.data.Dataset.from_tensors((x, y)).repeat()
+        dataset = tf.data.Dataset.from_tensors((tuple(x) if several_inputs else x, y)).repeat()
         history = model.fit(dataset, epochs=epochs // steps_per_report, shuffle=False,
                             steps_per_epoch=steps_per_report, verbose=0, callbacks=[_Report()])
     else:

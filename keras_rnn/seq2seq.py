@@ -1,0 +1,130 @@
+"""Encoder-decoder (seq2seq) translation, with optional additive (Bahdanau) attention.
+
+The lecture's model (T2 lab 12-5): source words -> Embedding -> encoder RNN, whose final state
+starts the decoder RNN; target words (teacher forcing: the decoder reads `<bos> y1 y2 ...` and
+learns to write `y1 y2 ... <eos>`) -> Embedding -> decoder RNN -> Dense(softmax) over the target
+vocabulary. With attention, every decoder output s_t also looks at all encoder outputs h_j:
+
+    score(t, j) = v . tanh(W_q s_t + b + W_k h_j)      (additive, Bahdanau)
+    a(t, :) = softmax(score(t, :)) over the real (unpadded) source words
+    context_t = sum_j a(t, j) h_j;    y_t = softmax(W [s_t ; context_t] + c)
+
+The query is the decoder's output at step t (as `keras.layers.AdditiveAttention` is used in
+Keras's own NMT examples) rather than its previous state, so the whole target trains in one
+pass; the score is the lecture's additive one.
+
+Layers are named (`source_embedding`, `encoder`, `target_embedding`, `decoder`,
+`attention_query`, `attention_key`, `attention`, `head`) so that `export.seq2seq` can read
+them. Padding: id 0 (`<pad>`) is masked in both embeddings; the loss skips padded targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_rnn.vocab import Vocabulary
+
+CELLS = ("simple_rnn", "lstm", "gru")
+
+
+@dataclass
+class TranslationData:
+    """Encoded training pairs."""
+
+    source: Vocabulary
+    target: Vocabulary  # with <pad>, <bos>, <eos>
+    source_ids: np.ndarray  # (pairs, source length), <pad> at the end
+    decoder_inputs: np.ndarray  # (pairs, target length + 1): <bos> y1 ... yn <pad>...
+    decoder_targets: np.ndarray  # (pairs, target length + 1): y1 ... yn <eos> <pad>...
+
+
+def translation_data(pairs) -> TranslationData:
+    """Word vocabularies (sorted) and teacher-forcing arrays for `(source, target)` pairs."""
+    sources = [source for source, _ in pairs]
+    targets = [target for _, target in pairs]
+    source = Vocabulary.from_texts(sources, level="word", pad=True)
+    target = Vocabulary.from_texts(targets, level="word", pad=True, bos_eos=True)
+    length = max(len(target.split(text)) for text in targets) + 1
+    decoder_inputs = np.stack([
+        _padded([target.bos_id, *target.encode(text)], length) for text in targets])
+    decoder_targets = np.stack([
+        _padded([*target.encode(text), target.eos_id], length) for text in targets])
+    return TranslationData(source, target, source.encode_batch(sources),
+                           decoder_inputs, decoder_targets)
+
+
+def _padded(ids, length: int) -> np.ndarray:
+    return np.asarray(list(ids) + [0] * (length - len(ids)), np.int32)
+
+
+def build_seq2seq(cell: str, source_size: int, target_size: int, *, embedding_dim: int = 32,
+                  units: int = 32, attention: bool = False, name: str | None = None):
+    """The training model: `[source ids, decoder input ids] -> (batch, steps, target_size)`
+    probabilities."""
+    import keras
+
+    if cell not in CELLS:
+        raise ValueError(f"Unknown cell {cell!r}: expected one of {', '.join(map(repr, CELLS))}.")
+    recurrent = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+                 "gru": keras.layers.GRU}[cell]
+    source = keras.Input((None,), dtype="int32", name="source")
+    decoder_input = keras.Input((None,), dtype="int32", name="decoder_input")
+    embedded = keras.layers.Embedding(source_size, embedding_dim, mask_zero=True,
+                                      name="source_embedding")(source)
+    encoder_outputs, *states = recurrent(units, return_sequences=True, return_state=True,
+                                         name="encoder")(embedded)
+    target_embedded = keras.layers.Embedding(target_size, embedding_dim, mask_zero=True,
+                                             name="target_embedding")(decoder_input)
+    decoder_outputs = recurrent(units, return_sequences=True, name="decoder")(
+        target_embedded, initial_state=states)
+    features = decoder_outputs
+    if attention:
+        query = keras.layers.Dense(units, name="attention_query")(decoder_outputs)
+        key = keras.layers.Dense(units, use_bias=False, name="attention_key")(encoder_outputs)
+        source_mask = keras.ops.not_equal(source, 0)
+        context = keras.layers.AdditiveAttention(use_scale=True, name="attention")(
+            [query, encoder_outputs, key], mask=[None, source_mask])
+        features = keras.layers.Concatenate(name="decoder_and_context")(
+            [decoder_outputs, context])
+    probabilities = keras.layers.Dense(target_size, activation="softmax", name="head")(features)
+    return keras.Model([source, decoder_input], probabilities,
+                       name=name or f"seq2seq_{cell}{'_attention' if attention else ''}")
+
+
+def attention_model(model):
+    """A model giving the attention weights `(batch, target steps, source steps)` of a trained
+    attention model, for the heat map."""
+    import keras
+
+    layer = model.get_layer("attention")
+    source, decoder_input = model.inputs
+    query = model.get_layer("attention_query").output
+    key = model.get_layer("attention_key").output
+    value = model.get_layer("encoder").output[0]
+    _, weights = layer([query, value, key], mask=[None, keras.ops.not_equal(source, 0)],
+                       return_attention_scores=True)
+    return keras.Model([source, decoder_input], weights)
+
+
+def translate(model, data: TranslationData, sentence: str, *, max_length: int | None = None):
+    """Greedy decoding with the Keras model: start from `<bos>`, feed the words written so far,
+    take the most likely next word, stop at `<eos>` (or after `max_length` words).
+
+    Returns:
+        The target words written, `<eos>` included when the model wrote it.
+
+    Raises:
+        ValueError: for a word the source vocabulary does not hold, naming it.
+    """
+    source_ids = data.source.encode(sentence)[None]
+    target = data.target
+    max_length = max_length or data.decoder_inputs.shape[1] + 2
+    written = [target.bos_id]
+    for _ in range(max_length):
+        probabilities = np.asarray(model([source_ids, np.asarray([written], np.int32)], training=False))
+        written.append(int(probabilities[0, -1].argmax()))
+        if written[-1] == target.eos_id:
+            break
+    return [target.symbols[i] for i in written[1:]]

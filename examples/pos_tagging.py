@@ -12,8 +12,6 @@ Run:  python examples/pos_tagging.py [--cell gru] [--bidirectional] [--export ou
 
 import argparse
 
-import numpy as np
-
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from export.pipeline import export_lecture_model, print_summary
 

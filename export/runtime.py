@@ -188,16 +188,18 @@ class StepModel:
         batch = self.batch_size or batch_size or 1
         return [np.zeros((batch, units), np.float32) for units in self.state_sizes]
 
-    def step(self, inputs, state: list, *, check: bool = True):
-        """One step: returns `(outputs, next_state)`."""
+    def step(self, inputs, state: list, *, extra: dict | None = None, check: bool = True):
+        """One step: returns `(outputs, next_state)`. `extra`: further named inputs (a seq2seq
+        decoder's encoder tensors); every output stays readable in `last_results`."""
         if len(state) != len(self.state_names):
             raise ValueError(
                 f"{self.path.name} carries {len(self.state_names)} states; got {len(state)}. "
                 "Start from initial_state()."
             )
-        feeds = dict(zip(self.state_names, state))
+        feeds = dict(extra or {})
+        feeds.update(zip(self.state_names, state))
         feeds[MAIN_INPUT] = inputs
-        results = self.model.run_named(feeds, check=check)
+        results = self.last_results = self.model.run_named(feeds, check=check)
         return results[MAIN_OUTPUT], [results[name] for name in self._next_names]
 
 
@@ -249,6 +251,64 @@ def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:
         if index + 1 < length:  # feed the new symbol for the next prediction
             outputs, state = step_model.step(encoded(ids[-1]), state, check=False)
     return vocabulary.decode(ids)
+
+
+class Translator:
+    """Greedy translation from an exported seq2seq encoder and decoder step
+    (`export.seq2seq.export_translator`), without TensorFlow."""
+
+    ENCODER_TENSORS = ("encoder_outputs", "encoder_keys", "source_mask")
+
+    def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1):
+        from keras_rnn.vocab import Vocabulary
+
+        self.encoder = load(encoder_path, num_threads=num_threads)
+        self.decoder = StepModel(decoder_path, num_threads=num_threads)
+        metadata = self.decoder.metadata
+        if "source_vocabulary" not in metadata or "vocabulary" not in metadata:
+            raise ModelFileError(
+                f"{str(self.decoder.path)!r} carries no vocabularies: write the files with "
+                "export.seq2seq.export_translator."
+            )
+        self.source = Vocabulary.from_json(metadata["source_vocabulary"])
+        self.target = Vocabulary.from_json(metadata["vocabulary"])
+        self.max_length = int(metadata.get("max_length", 20))
+        if "source" not in self.encoder.inputs:
+            raise ModelFileError(f"{str(self.encoder.path)!r} is not a seq2seq encoder.")
+        self.source_len = self.encoder.inputs["source"][0][1]  # None: any length (ONNX)
+        self.attention = None  # (written words, source words) weights of the last call
+
+    def translate(self, sentence: str, *, max_length: int | None = None) -> list[str]:
+        """The target words, `<eos>` included when the model wrote it.
+
+        Raises:
+            ValueError: for a word outside the source vocabulary (naming it), or a sentence
+                longer than a fixed-length (TFLite) encoder takes.
+        """
+        ids = [int(i) for i in self.source.encode(sentence)]
+        if self.source_len is not None:
+            if len(ids) > self.source_len:
+                raise ValueError(
+                    f"{self.encoder.path.name} takes at most {self.source_len} source words; "
+                    f"{sentence!r} has {len(ids)}. Re-export with a larger source_len."
+                )
+            ids += [self.source.pad_id] * (self.source_len - len(ids))
+        encoded = self.encoder.run_named({"source": np.asarray([ids], np.int32)})
+        state = [encoded[f"final_{name}"] for name in self.decoder.state_names]
+        extra = {name: encoded[name] for name in self.ENCODER_TENSORS
+                 if name in self.decoder.model.inputs}
+        token, words, weights = self.target.bos_id, [], []
+        for _ in range(max_length or self.max_length):
+            probabilities, state = self.decoder.step(
+                np.asarray([token], np.int32), state, extra=extra, check=False)
+            token = int(probabilities[0].argmax())
+            words.append(self.target.symbols[token])
+            if "attention_weights" in self.decoder.last_results:
+                weights.append(self.decoder.last_results["attention_weights"][0])
+            if token == self.target.eos_id:
+                break
+        self.attention = np.asarray(weights) if weights else None
+        return words
 
 
 def read_metadata(path) -> dict:

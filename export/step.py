@@ -38,6 +38,7 @@ from keras_rnn.structure import (
 
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
+ATTENTION_NAME = "attention_weights"
 STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
 
 
@@ -109,6 +110,16 @@ def _with_states(structure, metadata):
 
 def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = None) -> bytes:
     """The builtin-only `.tflite` bytes of the step model."""
+    structure = streamable_structure(model)
+    return step_tflite(structure, batch_size=batch_size,
+                       metadata=_with_states(structure, metadata))
+
+
+def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=None,
+                source_len: int | None = None) -> bytes:
+    """Converts one step of `structure` (Embedding/Recurrent/Dense/Activation layers) to
+    TFLite; with `attention` (see `export.seq2seq`) the last recurrent output also attends over
+    `encoder_outputs` (batch, source_len, units) before the head."""
     import tensorflow as tf
 
     from export.tflite import (
@@ -122,20 +133,25 @@ def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = Non
         check_builtin_only,
     )
 
-    structure = streamable_structure(model)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     if structure.takes_ids:
-        input_spec = tf.TensorSpec((batch_size,), tf.int32, name=INPUT_NAME)
+        specs = [tf.TensorSpec((batch_size,), tf.int32, name=INPUT_NAME)]
     else:
-        input_spec = tf.TensorSpec((batch_size, structure.input_shape[2]), tf.float32,
-                                   name=INPUT_NAME)
+        specs = [tf.TensorSpec((batch_size, structure.input_shape[2]), tf.float32,
+                               name=INPUT_NAME)]
     states = step_states(structure)
-    state_specs = [tf.TensorSpec((batch_size, units), tf.float32, name=state_name(i))
-                   for i, (_, units) in enumerate(states)]
+    specs += [tf.TensorSpec((batch_size, units), tf.float32, name=state_name(i))
+              for i, (_, units) in enumerate(states)]
+    if attention is not None:
+        units = attention.units
+        specs += [tf.TensorSpec((batch_size, source_len, units), tf.float32, name=name)
+                  for name in ("encoder_outputs", "encoder_keys")]
+        specs.append(tf.TensorSpec((batch_size, source_len), tf.float32, name="source_mask"))
 
-    def step(inputs, *state_values):
-        values, carried, new_states = inputs, list(state_values), []
+    def step(inputs, *rest):
+        carried = list(rest[:len(states)])
+        values, new_states, outputs = inputs, [], {}
         for layer in structure.layers:
             if isinstance(layer, Embedding):
                 values = tf.gather(tf.constant(layer.table), values)
@@ -147,15 +163,21 @@ def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = Non
                 new_states += [h, c] if layer.cell == "lstm" else [h]
                 values = h
             elif isinstance(layer, Dense):
+                if attention is not None:
+                    encoder_outputs, encoder_keys, source_mask = rest[len(states):]
+                    context, weights = _attend(attention, values, encoder_outputs,
+                                               encoder_keys, source_mask)
+                    values = tf.concat([values, context], axis=-1)
+                    outputs[ATTENTION_NAME] = weights
                 values = _activation(layer.activation, _dense(values, layer.kernel, layer.bias))
             elif isinstance(layer, Activation):
                 values = _activation(layer.activation, values)
-        outputs = {OUTPUT_NAME: values}
+        outputs[OUTPUT_NAME] = values
         outputs.update({next_state_name(i): s for i, s in enumerate(new_states)})
         return outputs
 
     holder = tf.Module()  # gives the converter a trackable owner: the file keeps a signature
-    holder.step = tf.function(step, input_signature=[input_spec] + state_specs, autograph=False)
+    holder.step = tf.function(step, input_signature=specs, autograph=False)
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [holder.step.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -164,7 +186,22 @@ def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = Non
     except Exception as error:
         raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
     check_builtin_only(flatbuffer, structure)
-    return add_metadata(flatbuffer, _with_states(structure, metadata))
+    return add_metadata(flatbuffer, metadata) if metadata else flatbuffer
+
+
+def _attend(attention, query_state, encoder_outputs, encoder_keys, source_mask):
+    """Additive attention for one decoder step, as `keras.layers.AdditiveAttention` computes
+    it: returns the context (batch, units) and the weights (batch, source steps)."""
+    import tensorflow as tf
+
+    query = tf.matmul(query_state, tf.constant(attention.query_kernel)) + tf.constant(
+        attention.query_bias)
+    scores = tf.reduce_sum(tf.constant(attention.scale) * tf.tanh(
+        query[:, None, :] + encoder_keys), axis=-1)
+    scores = tf.where(source_mask > 0.5, scores, scores - 1e9)  # padding gets no weight
+    weights = tf.nn.softmax(scores, axis=-1)
+    context = tf.reduce_sum(weights[:, :, None] * encoder_outputs, axis=1)
+    return context, weights
 
 
 # -- ONNX -----------------------------------------------------------------------------------
@@ -172,11 +209,20 @@ def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = Non
 def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
     """The ONNX `ModelProto` of the step model: each recurrent layer is its native operator
     run for one step from `initial_h` (and `initial_c`)."""
+    structure = streamable_structure(model)
+    return step_onnx(structure, name=f"{model.name}_step", opset=opset,
+                     metadata=_with_states(structure, metadata))
+
+
+def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attention=None):
+    """One step of `structure` as an ONNX model (dynamic batch; with `attention`, dynamic
+    source length too); see `step_tflite`."""
     import onnx
 
-    from export.onnx import _OPERATOR, _GraphBuilder, finish_model
+    from export.onnx import _OPERATOR, MAX_OPSET, MIN_OPSET, _GraphBuilder, finish_model
 
-    structure = streamable_structure(model)
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
     graph = _GraphBuilder(structure, opset)
     float_type = onnx.TensorProto.FLOAT
     if structure.takes_ids:
@@ -188,6 +234,13 @@ def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
     states = step_states(structure)
     inputs += [onnx.helper.make_tensor_value_info(state_name(i), float_type, ["batch", units])
                for i, (_, units) in enumerate(states)]
+    outputs = []
+    if attention is not None:
+        inputs += [onnx.helper.make_tensor_value_info(
+            input_name, float_type, ["batch", "source_steps", attention.units])
+            for input_name in ("encoder_outputs", "encoder_keys")]
+        inputs.append(onnx.helper.make_tensor_value_info("source_mask", float_type,
+                                                         ["batch", "source_steps"]))
     axis0 = graph.constant("axes", np.array([0], np.int64))
     values, index, new_states = INPUT_NAME, 0, []
     for layer in structure.layers:
@@ -210,13 +263,43 @@ def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
             index += len(finals)
             values = finals[0]
         elif isinstance(layer, (Dense, Activation)):
+            if isinstance(layer, Dense) and attention is not None:
+                context, weights = _attend_onnx(graph, attention, values)
+                values = graph.node("Concat", [values, context], "decoder_and_context", axis=-1)
+                graph.nodes.append(onnx.helper.make_node("Identity", [weights], [ATTENTION_NAME]))
+                outputs.append(onnx.helper.make_tensor_value_info(
+                    ATTENTION_NAME, float_type, ["batch", "source_steps"]))
             values = graph.head(layer, values)
     graph.nodes.append(onnx.helper.make_node("Identity", [values], [OUTPUT_NAME]))
-    outputs = [onnx.helper.make_tensor_value_info(OUTPUT_NAME, float_type, ["batch", None])]
-    for i, (name, (_, units)) in enumerate(zip(new_states, states)):
-        graph.nodes.append(onnx.helper.make_node("Identity", [name], [next_state_name(i)]))
+    outputs.insert(0, onnx.helper.make_tensor_value_info(OUTPUT_NAME, float_type,
+                                                         ["batch", None]))
+    for i, (state, (_, units)) in enumerate(zip(new_states, states)):
+        graph.nodes.append(onnx.helper.make_node("Identity", [state], [next_state_name(i)]))
         outputs.append(onnx.helper.make_tensor_value_info(next_state_name(i), float_type,
                                                           ["batch", units]))
-    graph_proto = onnx.helper.make_graph(graph.nodes, f"{model.name}_step", inputs, outputs,
+    graph_proto = onnx.helper.make_graph(graph.nodes, name, inputs, outputs,
                                          initializer=graph.initializers)
-    return finish_model(graph_proto, opset, _with_states(structure, metadata))
+    return finish_model(graph_proto, opset, metadata)
+
+
+def _attend_onnx(graph, attention, query_state: str):
+    """`_attend` as ONNX nodes on the graph inputs encoder_outputs / encoder_keys /
+    source_mask; returns the (context, weights) tensor names."""
+    query = graph.node("Add", [graph.node("MatMul", [query_state, graph.constant(
+        "query_kernel", attention.query_kernel)]), graph.constant("query_bias", attention.query_bias)],
+        "query")
+    query = graph.node("Unsqueeze", [query, graph.constant("axes", np.array([1], np.int64))])
+    energy = graph.node("Tanh", [graph.node("Add", [query, "encoder_keys"])])
+    scaled = graph.node("Mul", [energy, graph.constant("scale", attention.scale)])
+    scores = graph.node("ReduceSum", [scaled, graph.constant("axes", np.array([-1], np.int64))],
+                        "scores", keepdims=0)
+    # padding steps (mask 0) get score - 1e9, as Keras does: no weight after the softmax
+    penalty = graph.node("Mul", [graph.node("Sub", [graph.constant("one", np.array(1, np.float32)),
+                                                    "source_mask"]),
+                                 graph.constant("big", np.array(1e9, np.float32))])
+    weights = graph.node("Softmax", [graph.node("Sub", [scores, penalty])], "weights", axis=-1)
+    context = graph.node("MatMul", [graph.node("Unsqueeze", [weights, graph.constant(
+        "axes", np.array([1], np.int64))]), "encoder_outputs"])
+    context = graph.node("Squeeze", [context, graph.constant("axes", np.array([1], np.int64))],
+                         "context")
+    return context, weights

@@ -84,28 +84,28 @@ def build_seq2seq(cell: str, source_size: int, target_size: int, *, embedding_di
         query = keras.layers.Dense(units, name="attention_query")(decoder_outputs)
         key = keras.layers.Dense(units, use_bias=False, name="attention_key")(encoder_outputs)
         source_mask = keras.ops.not_equal(source, 0)
-        context = keras.layers.AdditiveAttention(use_scale=True, name="attention")(
-            [query, encoder_outputs, key], mask=[None, source_mask])
+        context, weights = keras.layers.AdditiveAttention(use_scale=True, name="attention")(
+            [query, encoder_outputs, key], mask=[None, source_mask],
+            return_attention_scores=True)
         features = keras.layers.Concatenate(name="decoder_and_context")(
             [decoder_outputs, context])
     probabilities = keras.layers.Dense(target_size, activation="softmax", name="head")(features)
-    return keras.Model([source, decoder_input], probabilities,
-                       name=name or f"seq2seq_{cell}{'_attention' if attention else ''}")
+    model = keras.Model([source, decoder_input], probabilities,
+                        name=name or f"seq2seq_{cell}{'_attention' if attention else ''}")
+    if attention:  # the same layers, giving the attention weights (for the heat map)
+        model.attention_model = keras.Model([source, decoder_input], weights)
+    return model
 
 
-def attention_model(model):
-    """A model giving the attention weights `(batch, target steps, source steps)` of a trained
-    attention model, for the heat map."""
-    import keras
-
-    layer = model.get_layer("attention")
-    source, decoder_input = model.inputs
-    query = model.get_layer("attention_query").output
-    key = model.get_layer("attention_key").output
-    value = model.get_layer("encoder").output[0]
-    _, weights = layer([query, value, key], mask=[None, keras.ops.not_equal(source, 0)],
-                       return_attention_scores=True)
-    return keras.Model([source, decoder_input], weights)
+def attention_weights(model, data: TranslationData, sentence: str, words) -> np.ndarray:
+    """The attention weights `(len(words) + 1, source words)` of a trained attention model
+    while it reads `<bos> words...` for `sentence`: row t is where it looked to write word t."""
+    if not hasattr(model, "attention_model"):
+        raise ValueError(f"Model {model.name!r} has no attention layer.")
+    decoder_input = [data.target.bos_id] + [data.target.id_of(word) for word in words]
+    return np.asarray(model.attention_model(
+        [data.source.encode(sentence)[None], np.asarray([decoder_input], np.int32)],
+        training=False))[0]
 
 
 def translate(model, data: TranslationData, sentence: str, *, max_length: int | None = None):

@@ -1,0 +1,221 @@
+"""A trained `keras_rnn.seq2seq` translator -> an encoder file and a decoder *step* file, in
+TFLite and/or ONNX, that `export.runtime.Translator` decodes greedily without TensorFlow.
+
+Encoder: `source` ids `(batch, source steps)` -> `encoder_outputs` `(batch, steps, units)`,
+`source_mask` (1 = word, 0 = `<pad>`), `encoder_keys` (the attention's key projection, computed
+once per sentence instead of once per written word) and `final_state_0...`, the decoder's
+starting state. Decoder step: `inputs` (the last written word id), `state_0...` (and, with
+attention, the three encoder tensors) -> `outputs` (next-word probabilities),
+`next_state_0...` and `attention_weights`.
+
+TFLite files have a fixed batch of 1 and a fixed source length (the longest training sentence
+unless `source_len` says otherwise; shorter sentences are padded and masked). ONNX files take
+any batch and length. The vocabularies travel in the files' metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export._files import check_writable, write_atomic
+from keras_rnn.structure import ModelStructure, UnsupportedModelError, describe_layer
+
+FORMATS = ("tflite", "onnx")
+SOURCE_NAME = "source"
+
+
+@dataclass(frozen=True)
+class Attention:
+    """The additive attention's weights (see `keras_rnn.seq2seq`)."""
+
+    query_kernel: np.ndarray  # (units, units)
+    query_bias: np.ndarray  # (units,)
+    key_kernel: np.ndarray  # (units, units)
+    scale: np.ndarray  # (units,): the v of v . tanh(...)
+
+    @property
+    def units(self) -> int:
+        return self.key_kernel.shape[0]
+
+
+@dataclass(frozen=True)
+class Translator:
+    """The parts of a trained seq2seq model the exported files need."""
+
+    source_embedding: object  # structure.Embedding
+    encoder: object  # structure.Recurrent
+    decoder_structure: ModelStructure  # target embedding -> decoder RNN -> head
+    attention: Attention | None
+
+
+def read_translator(model) -> Translator:
+    """Reads a model built by `keras_rnn.seq2seq.build_seq2seq`."""
+    try:
+        layers = {name: model.get_layer(name) for name in (
+            "source_embedding", "encoder", "target_embedding", "decoder", "head")}
+    except ValueError as error:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} is not a keras_rnn seq2seq model ({error}); build it with "
+            "keras_rnn.seq2seq.build_seq2seq."
+        ) from error
+    attention = None
+    if any(layer.name == "attention" for layer in model.layers):
+        key = model.get_layer("attention_key")
+        query = model.get_layer("attention_query")
+        scale = model.get_layer("attention").scale
+        attention = Attention(
+            query_kernel=np.asarray(query.kernel.numpy(), np.float32),
+            query_bias=np.asarray(query.bias.numpy(), np.float32),
+            key_kernel=np.asarray(key.kernel.numpy(), np.float32),
+            scale=np.asarray(scale.numpy(), np.float32),
+        )
+    decoder = describe_layer(layers["decoder"])
+    structure = ModelStructure((None, None), "int32", (
+        describe_layer(layers["target_embedding"]), decoder, describe_layer(layers["head"])))
+    return Translator(describe_layer(layers["source_embedding"]),
+                      describe_layer(layers["encoder"]), structure, attention)
+
+
+def export_translator(model, data, directory, name: str, *, formats=FORMATS,
+                      source_len: int | None = None) -> list[Path]:
+    """Writes `name.encoder.{fmt}` and `name.decoder.{fmt}` for each format in `directory`.
+
+    Args:
+        model: a trained `build_seq2seq` model.
+        data: its `keras_rnn.seq2seq.TranslationData` (the vocabularies).
+        source_len: the TFLite encoder's fixed number of source words (default: the longest
+            training sentence).
+
+    Returns:
+        The written paths. A failed export removes the files this call already wrote.
+    """
+    from export.onnx import DEFAULT_OPSET
+    from export.step import step_onnx, step_tflite, state_name
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
+    parts = read_translator(model)
+    source_len = source_len or data.source_ids.shape[1]
+    metadata = {
+        "source_vocabulary": data.source.to_json(),
+        "vocabulary": data.target.to_json(),
+        "max_length": str(data.decoder_inputs.shape[1] + 2),
+        "step_states": json.dumps([[state_name(i), parts.encoder.units]
+                                   for i in range(_state_count(parts.encoder))]),
+    }
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        for fmt in formats:
+            encoder_path = check_writable(directory / f"{name}.encoder.{fmt}", suffix=f".{fmt}")
+            decoder_path = check_writable(directory / f"{name}.decoder.{fmt}", suffix=f".{fmt}")
+            if fmt == "tflite":
+                encoder = _encoder_tflite(parts, source_len, metadata)
+                decoder = step_tflite(parts.decoder_structure, batch_size=1, metadata=metadata,
+                                      attention=parts.attention, source_len=source_len)
+            else:
+                encoder = _encoder_onnx(parts, DEFAULT_OPSET, metadata).SerializeToString()
+                decoder = step_onnx(parts.decoder_structure, name=f"{name}_decoder_step",
+                                    opset=DEFAULT_OPSET, metadata=metadata,
+                                    attention=parts.attention).SerializeToString()
+            written.append(write_atomic(encoder_path, encoder))
+            written.append(write_atomic(decoder_path, decoder))
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _state_count(layer) -> int:
+    return 2 if layer.cell == "lstm" else 1
+
+
+def _encoder_tflite(parts: Translator, source_len: int, metadata: dict) -> bytes:
+    import tensorflow as tf
+
+    from export.tflite import (
+        TFLiteConversionError,
+        _dense,
+        _explain_conversion_error,
+        _recurrent,
+        add_metadata,
+        check_builtin_only,
+    )
+
+    def encode(source):
+        mask = tf.not_equal(source, 0)
+        embedded = tf.gather(tf.constant(parts.source_embedding.table), source)
+        encoder_outputs, states = _recurrent(parts.encoder, embedded, mask, return_state=True)
+        outputs = {"encoder_outputs": encoder_outputs,
+                   "source_mask": tf.cast(mask, tf.float32)}
+        if parts.attention is not None:
+            outputs["encoder_keys"] = _dense(
+                encoder_outputs, parts.attention.key_kernel,
+                np.zeros(parts.attention.units, np.float32))
+        outputs.update({f"final_state_{i}": state for i, state in enumerate(states)})
+        return outputs
+
+    holder = tf.Module()
+    holder.encode = tf.function(encode, autograph=False, input_signature=[
+        tf.TensorSpec((1, source_len), tf.int32, name=SOURCE_NAME)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.encode.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise TFLiteConversionError(_explain_conversion_error(error, ModelStructure(
+            (1, source_len), "int32", (parts.source_embedding, parts.encoder)))) from error
+    check_builtin_only(flatbuffer)
+    return add_metadata(flatbuffer, metadata)
+
+
+def _encoder_onnx(parts: Translator, opset: int, metadata: dict):
+    import onnx
+
+    from export.onnx import _OPERATOR, _GraphBuilder, finish_model
+
+    structure = ModelStructure((None, None), "int32", (parts.source_embedding, parts.encoder))
+    graph = _GraphBuilder(structure, opset)
+    float_type = onnx.TensorProto.FLOAT
+    is_padding = graph.node("Equal", [SOURCE_NAME, graph.constant("zero", np.array(0, np.int32))])
+    lengths, _ = graph.padding_from(is_padding)
+    embedded = graph.node("Gather", [graph.constant("embeddings", parts.source_embedding.table),
+                                     SOURCE_NAME], "embedded", axis=0)
+    time_major = graph.node("Transpose", [embedded], "time_major", perm=[1, 0, 2])
+    encoder = parts.encoder
+    operator_inputs, attributes = graph.operator_inputs(encoder.name, [encoder], time_major,
+                                                        "forward")
+    results = graph.node(_OPERATOR[encoder.cell], operator_inputs + [lengths],
+                         _OPERATOR[encoder.cell], outputs=1 + 1 + (encoder.cell == "lstm"),
+                         **attributes)
+    # Y (time, 1, batch, units) -> (batch, time, units). Steps after a row's last word are zeros
+    # here (Keras repeats the last output there); the mask gives them no attention weight.
+    sequence = graph.node("Squeeze", [results[0], graph.constant("axes", np.array([1], np.int64))])
+    named = {"encoder_outputs": graph.node("Transpose", [sequence], perm=[1, 0, 2]),
+             "source_mask": graph.node("Cast", [graph.node("Not", [is_padding])], to=float_type)}
+    if parts.attention is not None:
+        named["encoder_keys"] = graph.node("MatMul", [named["encoder_outputs"], graph.constant(
+            "key_kernel", parts.attention.key_kernel)])
+    for i, state in enumerate(results[1:]):
+        named[f"final_state_{i}"] = graph.node(
+            "Squeeze", [state, graph.constant("axes", np.array([0], np.int64))])
+    outputs = []
+    for output_name, tensor in named.items():
+        graph.nodes.append(onnx.helper.make_node("Identity", [tensor], [output_name]))
+        shape = {"encoder_outputs": ["batch", "source_steps", encoder.units],
+                 "encoder_keys": ["batch", "source_steps", encoder.units],
+                 "source_mask": ["batch", "source_steps"]}.get(output_name, ["batch", encoder.units])
+        outputs.append(onnx.helper.make_tensor_value_info(output_name, float_type, shape))
+    inputs = [onnx.helper.make_tensor_value_info(SOURCE_NAME, onnx.TensorProto.INT32,
+                                                 ["batch", "source_steps"])]
+    graph_proto = onnx.helper.make_graph(graph.nodes, "encoder", inputs, outputs,
+                                         initializer=graph.initializers)
+    return finish_model(graph_proto, opset, metadata)

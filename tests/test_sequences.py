@@ -1,0 +1,204 @@
+"""The later lectures: padding and masking, part-of-speech tagging (also bidirectional), and
+seq2seq translation with and without attention, decoded from the exported files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_rnn import datasets
+
+CELLS = ("simple_rnn", "lstm", "gru")
+ROOT = Path(__file__).resolve().parents[1]
+FORMATS = ("tflite", "onnx")
+
+
+# -- padding and masking ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_masked_batch_gives_each_word_its_own_output(tmp_path, cell):
+    import padding
+    from export.pipeline import export_and_verify
+
+    result = padding.run(cell, verbose=False)
+    assert result["lengths"] == [11, 8, 11, 4, 13]
+    for row in result["rows"]:
+        assert row["masked, last real step"] < 1e-6, row
+        assert row["masked, last padded step"] < 1e-6, row
+        if row["length"] < 13:  # without the mask the padding steps change the output
+            assert row["unmasked, last padded step"] > 1e-2, row
+    for _, report in export_and_verify(result["model"], tmp_path, cell, inputs=result["x"],
+                                       batch_size=5):
+        assert report.passed, str(report)
+        assert report.cases[0] == result["x"].shape  # checked on the padded batch itself
+
+
+# -- part-of-speech tagging ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def pos_results():
+    import pos_tagging
+
+    return {(cell, bidirectional): pos_tagging.run(cell, bidirectional=bidirectional,
+                                                   verbose=False)
+            for cell in CELLS for bidirectional in (False, True)}
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_every_tag_correct(pos_results, cell, bidirectional):
+    result = pos_results[cell, bidirectional]
+    assert result["total"] == sum(len(tags.split()) for tags in datasets.POS_TAGS)
+    assert result["predicted"] == list(datasets.POS_TAGS)
+
+
+def test_tagging_loss_skips_the_padding(pos_results):
+    """The loss Keras trains on is the cross-entropy of the real words only."""
+    result = pos_results["gru", False]
+    model, x = result["model"], result["x"]
+    y = result["tags"].encode_batch(datasets.POS_TAGS, length=datasets.POS_LENGTH)
+    probabilities = np.asarray(model(x))
+    picked = np.take_along_axis(probabilities, y[..., None], -1)[..., 0]
+    real = x != 0
+    masked_mean = float(-np.log(picked[real]).mean())
+    everything_mean = float(-np.log(picked).mean())
+    keras_loss = model.evaluate(x, y, verbose=0)[0]
+    assert keras_loss == pytest.approx(masked_mean, rel=1e-4)
+    assert abs(everything_mean - masked_mean) > 1e-3  # the padding would have changed it
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_taggers_export_and_verify(tmp_path, pos_results, bidirectional):
+    from export.pipeline import export_lecture_model
+    from export.runtime import load
+    from keras_rnn.vocab import Vocabulary
+
+    result = pos_results["lstm", bidirectional]
+    rows = export_lecture_model(result, tmp_path, "pos", tags=result["tags"].to_json())
+    assert [report.passed for _, report in rows] == [True, True], [str(r) for _, r in rows]
+    # a device decodes tags from the file alone
+    exported = load(tmp_path / "pos.onnx")
+    tags = Vocabulary.from_json(exported.metadata["tags"])
+    predicted = exported.run(result["x"]).argmax(-1)
+    first = tags.decode(predicted[0][:3], strip_special=False)
+    assert first == datasets.POS_TAGS[0]
+
+
+# -- seq2seq ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def translators():
+    import seq2seq
+
+    return {(cell, attention): seq2seq.run(cell, attention=attention, verbose=False)
+            for cell in CELLS for attention in (False, True)}
+
+
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_all_four_pairs_translated_exactly(translators, cell, attention):
+    result = translators[cell, attention]
+    for source, target in datasets.TRANSLATION_PAIRS:
+        assert result["translations"][source] == target.split() + ["<eos>"], source
+    assert result["exact"] == 4
+
+
+# Sentences the model never saw, made of words it knows: the exported decoders must follow
+# Keras's greedy choices there too, not only on the memorised pairs.
+NEW_SENTENCES = ("I feel difficult", "tensorflow is hungry", "tensorflow is very",
+                 "deep learning is a framework for I")
+
+
+@pytest.mark.parametrize("attention", [False, True])
+@pytest.mark.parametrize("cell", CELLS)
+def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attention):
+    from export.runtime import Translator
+    from export.seq2seq import export_translator
+    from export.tflite import operator_names
+    from keras_rnn.seq2seq import attention_weights, translate
+
+    result = translators[cell, attention]
+    model, data = result["model"], result["data"]
+    paths = export_translator(model, data, tmp_path, "t")
+    assert sorted(p.name for p in paths) == sorted(
+        f"t.{part}.{fmt}" for part in ("encoder", "decoder") for fmt in FORMATS)
+    for path in paths:
+        if path.suffix == ".tflite":
+            assert not any(n.startswith("custom:") for n in operator_names(path.read_bytes()))
+    sentences = [source for source, _ in datasets.TRANSLATION_PAIRS] + list(NEW_SENTENCES)
+    for fmt in FORMATS:
+        translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}")
+        for sentence in sentences:
+            expected = translate(model, data, sentence)
+            assert translator.translate(sentence) == expected, (fmt, sentence)
+            if attention:  # and it looked where Keras looked
+                keras_weights = attention_weights(model, data, sentence, expected[:-1])
+                words = keras_weights.shape[1]  # a TFLite encoder pads to 7: no weight there
+                np.testing.assert_allclose(translator.attention[:, :words],
+                                           keras_weights[:len(translator.attention)],
+                                           atol=1e-5, err_msg=f"{fmt} {sentence!r}")
+                assert not translator.attention[:, words:].any()
+
+
+def test_unknown_words_are_named(tmp_path, translators):
+    from export.runtime import Translator
+    from export.seq2seq import export_translator
+    from keras_rnn.seq2seq import translate
+
+    result = translators["gru", True]
+    with pytest.raises(ValueError, match=r"Unknown symbol 'sad'"):
+        translate(result["model"], result["data"], "I feel sad")
+    export_translator(result["model"], result["data"], tmp_path, "t")
+    for fmt in FORMATS:
+        translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}")
+        with pytest.raises(ValueError, match=r"Unknown symbol 'sad'"):
+            translator.translate("I feel sad")
+    tflite = Translator(tmp_path / "t.encoder.tflite", tmp_path / "t.decoder.tflite")
+    with pytest.raises(ValueError, match=r"takes at most 7 source words; .* has 8"):
+        tflite.translate("tensorflow is a framework for deep learning I")
+
+
+def test_attention_heat_map_sets_korean_in_a_hangul_font(tmp_path, translators):
+    import warnings
+
+    from matplotlib.ft2font import FT2Font
+
+    import seq2seq
+
+    result = translators["gru", True]
+    sentence = datasets.TRANSLATION_PAIRS[0][0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font"
+        path = seq2seq.heat_map(result, sentence, tmp_path / "attention.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
+    font = seq2seq.hangul_font()
+    covered = FT2Font(str(font)).get_charmap()
+    written = "".join(result["translations"][sentence])
+    assert all(ord(ch) in covered for ch in written if not ch.isascii()), written
+
+
+TRANSLATE_SCRIPT = """
+import sys
+from export.runtime import Translator
+translator = Translator(sys.argv[1], sys.argv[2])
+print(" ".join(translator.translate(sys.argv[3])))
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_translation_runs_without_tensorflow(tmp_path, translators):
+    from export.seq2seq import export_translator
+
+    result = translators["lstm", False]
+    export_translator(result["model"], result["data"], tmp_path, "t", formats=("tflite",))
+    sentence = datasets.TRANSLATION_PAIRS[1][0]
+    completed = subprocess.run(
+        [sys.executable, "-c", TRANSLATE_SCRIPT, str(tmp_path / "t.encoder.tflite"),
+         str(tmp_path / "t.decoder.tflite"), sentence],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    text, tensorflow_loaded = completed.stdout.rstrip("\n").split("\n")
+    assert tensorflow_loaded == "False"
+    assert text.split() == result["translations"][sentence]

@@ -28,6 +28,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
     parser.add_argument("--batch-size", type=int, default=1, help="TFLite batch (default 1)")
+    parser.add_argument("--form", choices=("auto", "unrolled", "while", "fused"), default="auto",
+                        help="TFLite time loop (default auto: unrolled up to 1000 steps)")
     parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration")
     parser.add_argument("--vocabulary", help="a vocabulary JSON (Vocabulary.to_json) to embed")
     parser.add_argument("--out", default=".", help="output directory (created if missing)")
@@ -98,7 +100,7 @@ def _run(args):
     return export_and_verify(
         model, out, model_path.stem, formats=args.to, quantize=quantize,
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
-        metadata=metadata, verify_files=args.verify,
+        metadata=metadata, verify_files=args.verify, form=args.form,
     )
 
 

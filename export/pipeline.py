@@ -20,6 +20,7 @@ def export_and_verify(
     inputs=None,
     metadata: dict | None = None,
     verify_files: bool = True,
+    form: str = "auto",
 ):
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
@@ -29,6 +30,7 @@ def export_and_verify(
         batch_size: the TFLite batch (default 1).
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
+        form: the TFLite time-loop form (`export.tflite.choose_form`).
 
     Returns:
         A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
@@ -57,7 +59,7 @@ def export_and_verify(
                     model, directory / f"{name}{suffix}.tflite", batch_size=batch_size,
                     seq_len=seq_len, quantize=variant,
                     representative_data=inputs if variant == "int8" else None,
-                    metadata=metadata,
+                    metadata=metadata, form=form,
                 )))
         if "onnx" in formats:
             written.append((name, export_onnx(model, directory / f"{name}.onnx",

@@ -65,6 +65,9 @@ class TFLiteModel:
         self._output = self._outputs.get(MAIN_OUTPUT) or next(iter(self._outputs.values()))
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
+        # A fused LSTM keeps its state in variable tensors across invoke() calls: reset them
+        # before each run so every call starts from zero state, as the Keras model does.
+        self._stateful = _has_variable_tensors(self.content)
         self.inputs = {name: (tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]))
                        for name, detail in self._inputs.items()}
         self.output_names = list(self._outputs)
@@ -72,6 +75,8 @@ class TFLiteModel:
     def run(self, inputs) -> np.ndarray:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
+        if self._stateful:
+            self._interpreter.reset_all_variables()
         self._interpreter.set_tensor(self._input["index"], inputs)
         self._interpreter.invoke()
         return np.array(self._interpreter.get_tensor(self._output["index"]))
@@ -82,6 +87,8 @@ class TFLiteModel:
         for name, detail in self._inputs.items():
             value = _feed(feeds, name, self.inputs[name], self.path) if check else feeds[name]
             set_tensor(detail["index"], value)
+        if self._stateful:
+            self._interpreter.reset_all_variables()
         self._interpreter.invoke()
         get_tensor = self._interpreter.get_tensor
         return {name: np.array(get_tensor(detail["index"]))
@@ -314,6 +321,15 @@ class Translator:
 def read_metadata(path) -> dict:
     """The string key/values stored at export (e.g. `vocabulary`), for either format."""
     return dict(load(path).metadata)
+
+
+def _has_variable_tensors(content: bytes) -> bool:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(content, 0)
+    return any(model.Subgraphs(s).Tensors(t).IsVariable()
+               for s in range(model.SubgraphsLength())
+               for t in range(model.Subgraphs(s).TensorsLength()))
 
 
 def _tflite_metadata(content: bytes) -> dict:

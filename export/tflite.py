@@ -9,11 +9,15 @@ function with the batch and sequence length fixed, the time loop unrolled: every
 FULLY_CONNECTED plus element-wise builtins. This form needs no cuDNN kernels (it does not
 matter where the model was trained), keeps Keras's masking exactly (a SELECT per step), is the
 fastest builtin form for short sequences, and is one the int8 calibrator handles (full-int8
-calibration of a WHILE loop segfaults, TensorFlow issue 75140).
+calibration of a WHILE loop segfaults, TensorFlow issue 75140). `form=` also offers the
+converter's WHILE loop and, for LSTMs, the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (see
+`choose_form` for what "auto" picks and why).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -32,6 +36,7 @@ from keras_rnn.structure import (
 )
 
 QUANTIZE = (None, "dynamic", "float16", "int8")
+FORMS = ("auto", "unrolled", "while", "fused")
 MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow to convert
 
 
@@ -48,6 +53,7 @@ def export_tflite(
     quantize: str | None = None,
     representative_data=None,
     metadata: dict | None = None,
+    form: str = "auto",
 ) -> Path:
     """Exports a Keras RNN model to a builtin-only `.tflite` file.
 
@@ -63,6 +69,8 @@ def export_tflite(
             features)` or `(n, seq_len)` ids, e.g. the training data.
         metadata: string key/values stored in the flatbuffer's `keras_rnn` metadata entry
             (read back with `export.runtime.read_metadata`).
+        form: how the time loop is written (see `FORMS` and `choose_form`): `"auto"` (the
+            fastest measured form for the model), `"unrolled"`, `"while"` or `"fused"`.
 
     Returns:
         The written path. The file's input is `(batch_size, seq_len, features)` float32 or
@@ -76,6 +84,7 @@ def export_tflite(
         quantize=quantize,
         representative_data=representative_data,
         metadata=metadata,
+        form=form,
     )
     return write_atomic(path, data)
 
@@ -88,6 +97,7 @@ def build_tflite(
     quantize: str | None = None,
     representative_data=None,
     metadata: dict | None = None,
+    form: str = "auto",
 ) -> bytes:
     """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
     structure = read_model(model)
@@ -95,7 +105,9 @@ def build_tflite(
         raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    seq_len = _resolve_seq_len(structure, seq_len)
+    form = choose_form(structure, seq_len if seq_len is not None else structure.seq_len, form,
+                       quantize)
+    seq_len = _resolve_seq_len(structure, seq_len, unrolled=form == "unrolled")
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' needs representative_data: a few inputs shaped like the model's "
@@ -103,8 +115,12 @@ def build_tflite(
         )
     import tensorflow as tf
 
-    function = _inference_function(structure, batch_size, seq_len)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    if form == "unrolled":
+        function = _inference_function(structure, batch_size, seq_len)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    else:
+        converter = tf.lite.TFLiteConverter.from_keras_model(
+            _fixed_shape_model(model, structure, batch_size, seq_len, form))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize is not None:
@@ -117,16 +133,112 @@ def build_tflite(
             structure, representative_data, batch_size, seq_len
         )
     try:
-        flatbuffer = converter.convert()
+        with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints its SavedModel
+            flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError and others
         raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
     check_builtin_only(flatbuffer, structure)
+    if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
+        raise TFLiteConversionError(
+            "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
+            "only): use form='unrolled' or form='while'."
+        )
     if metadata:
         flatbuffer = add_metadata(flatbuffer, metadata)
     return flatbuffer
 
 
-def _resolve_seq_len(structure, seq_len):
+def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
+    """The time-loop form of the .tflite file.
+
+    - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
+      `benchmarks/latency.py` for every cell at the lecture and medium sizes (LSTM included:
+      0.29 ms vs 0.43 ms for the fused op at 50 steps, hidden 128), and what full-int8
+      calibration handles. Up to `MAX_UNROLLED_STEPS` steps.
+    - `"while"`: the converter's own WHILE loop over one step; any length, a small file.
+    - `"fused"`: `UNIDIRECTIONAL_SEQUENCE_LSTM`, the converter's fused LSTM kernel, which it
+      emits only for models built with tf-keras (Keras 2); LSTM models only (TFLite has no
+      fused GRU, and leaves a tf-keras SimpleRNN as a WHILE loop).
+
+    `"auto"` picks "unrolled" up to `MAX_UNROLLED_STEPS` steps and "while" beyond. It never
+    picks "fused": the fused LSTM keeps its state in variable tensors that LiteRT carries from
+    one `invoke()` to the next, so a plain interpreter gives a wrong answer from the second
+    call on unless it calls `reset_all_variables()` first (`export.runtime` does).
+    """
+    if form not in FORMS:
+        raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
+    cells = {direction.cell for layer in structure.recurrent_layers
+             for direction in ([layer.forward, layer.backward]
+                               if isinstance(layer, Bidirectional) else [layer])}
+    if form == "auto":
+        if seq_len is None or seq_len <= MAX_UNROLLED_STEPS or quantize == "int8":
+            return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
+        return "while"
+    if form == "fused" and cells != {"lstm"}:
+        raise ValueError(
+            f"form='fused' needs LSTM layers only (UNIDIRECTIONAL_SEQUENCE_LSTM); this model "
+            f"has {sorted(cells)}. TFLite has no fused GRU or SimpleRNN kernel: use 'unrolled' "
+            "or 'while'."
+        )
+    if form in ("while", "fused") and quantize == "int8":
+        raise ValueError(
+            f"quantize='int8' cannot calibrate the {form!r} form here (the calibrator crashes "
+            "the process on TFLite WHILE loops, TensorFlow issue 75140): use form='unrolled'."
+        )
+    return form
+
+
+def _fixed_shape_model(model, structure, batch_size: int, seq_len: int, form: str):
+    """The model rebuilt with a fixed input shape: in Keras 3 for the WHILE form, in tf-keras
+    (weights copied) for the fused form."""
+    if form == "while":
+        import keras
+
+        layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+        shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
+        return keras.Sequential(
+            [keras.Input(shape, batch_size=batch_size, dtype=structure.input_dtype)] + layers)
+    try:
+        import tf_keras
+    except ImportError as error:
+        raise ValueError("form='fused' needs the tf-keras package (pip install -r "
+                         "requirements.txt).") from error
+    shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
+    rebuilt = [tf_keras.Input(shape, batch_size=batch_size, dtype=structure.input_dtype)]
+    weights = []
+
+    def lstm(layer, **extra):
+        weights.extend([layer.kernel, layer.recurrent_kernel, layer.bias])
+        return tf_keras.layers.LSTM(layer.units, activation=layer.activation,
+                                    recurrent_activation=layer.recurrent_activation,
+                                    return_sequences=layer.return_sequences,
+                                    go_backwards=layer.go_backwards, **extra)
+
+    for layer in structure.layers:
+        if isinstance(layer, Embedding):
+            weights.append(layer.table)
+            rebuilt.append(tf_keras.layers.Embedding(*layer.table.shape, mask_zero=layer.mask_zero))
+        elif isinstance(layer, Masking):
+            rebuilt.append(tf_keras.layers.Masking(layer.mask_value))
+        elif isinstance(layer, Recurrent):
+            rebuilt.append(lstm(layer))
+        elif isinstance(layer, Bidirectional):
+            forward = lstm(layer.forward)
+            backward = lstm(layer.backward)
+            rebuilt.append(tf_keras.layers.Bidirectional(forward, backward_layer=backward,
+                                                         merge_mode=layer.merge_mode))
+        elif isinstance(layer, Dense):
+            weights.extend([layer.kernel, layer.bias])
+            rebuilt.append(tf_keras.layers.Dense(layer.kernel.shape[1],
+                                                 activation=layer.activation))
+        elif isinstance(layer, Activation):
+            rebuilt.append(tf_keras.layers.Activation(layer.activation))
+    fixed = tf_keras.Sequential(rebuilt)
+    fixed.set_weights(weights)
+    return fixed
+
+
+def _resolve_seq_len(structure, seq_len, *, unrolled: bool = True):
     own = structure.seq_len
     if seq_len is None:
         if own is None:
@@ -139,10 +251,11 @@ def _resolve_seq_len(structure, seq_len):
         raise ValueError(f"`seq_len` must be a positive integer, got {seq_len!r}.")
     if own is not None and own != seq_len:
         raise ValueError(f"The model's time length is fixed at {own}; got seq_len={seq_len}.")
-    if seq_len > MAX_UNROLLED_STEPS:
+    if unrolled and seq_len > MAX_UNROLLED_STEPS:
         raise ValueError(
-            f"seq_len={seq_len} is more than {MAX_UNROLLED_STEPS} steps to unroll; export a "
-            "streaming step model instead and feed the sequence step by step."
+            f"seq_len={seq_len} is more than {MAX_UNROLLED_STEPS} steps to unroll: use "
+            "form='while' (or 'fused' for LSTM models), or export a streaming step model "
+            "(export.step) and feed the sequence step by step."
         )
     return seq_len
 

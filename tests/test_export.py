@@ -348,3 +348,76 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
     refused = _cli(tmp_path / "conv.keras", "--out", tmp_path / "o3", cwd=ROOT)
     assert refused.returncode == 2 and "Unsupported layer" in refused.stderr
     assert not any((tmp_path / "o3").glob("*.tflite")) and not any((tmp_path / "o3").glob("*.onnx"))
+
+
+# -- TFLite time-loop forms ----------------------------------------------------------------------
+
+FORM_CASES = [(cell, "while", shape) for cell in CELLS for shape in SHAPES] + [
+    ("lstm", "fused", shape) for shape in SHAPES]
+
+
+@pytest.mark.parametrize("cell, form, shape", FORM_CASES)
+def test_every_tflite_form_passes_verify(tmp_path, cell, form, shape):
+    model = _model(cell, "many_to_many", shape, "one_hot")
+    path = export_tflite(model, tmp_path / "m.tflite", batch_size=2, seq_len=SEQ_LEN, form=form)
+    report = verify(model, path)  # several batches through one interpreter
+    assert report.passed, str(report)
+    ops = operator_names(path.read_bytes())
+    assert ("UNIDIRECTIONAL_SEQUENCE_LSTM" in ops) == (form == "fused"), ops
+    assert ("WHILE" in ops) == (form == "while"), ops
+    assert not any(name.startswith("custom:") for name in ops)
+
+
+def test_fused_lstm_keeps_state_between_calls_unless_reset(tmp_path):
+    """LiteRT carries the fused LSTM's state from one invoke() to the next; export.runtime
+    resets it, a bare interpreter does not."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = _model("lstm", "many_to_many", "single", "one_hot")
+    path = export_tflite(model, tmp_path / "m.tflite", seq_len=SEQ_LEN, form="fused")
+    x = np.random.default_rng(0).normal(size=(1, SEQ_LEN, 6)).astype(np.float32)
+    expected = np.asarray(model(x))
+    exported = load(path)
+    for _ in range(3):
+        assert_outputs_close("fused, repeated call", exported.run(x), expected, TFLITE_TOLERANCE)
+    bare = Interpreter(model_path=str(path))
+    bare.allocate_tensors()
+    results = []
+    for _ in range(2):
+        bare.set_tensor(bare.get_input_details()[0]["index"], x)
+        bare.invoke()
+        results.append(bare.get_tensor(bare.get_output_details()[0]["index"]).copy())
+    assert np.abs(results[0] - expected).max() < TFLITE_TOLERANCE
+    assert np.abs(results[1] - expected).max() > TFLITE_TOLERANCE  # the trap being avoided
+
+
+def test_forms_that_cannot_apply_are_refused(tmp_path):
+    gru = _model("gru", "many_to_many", "single", "one_hot")
+    with pytest.raises(ValueError, match=r"form='fused' needs LSTM layers only"):
+        export_tflite(gru, tmp_path / "g.tflite", seq_len=SEQ_LEN, form="fused")
+    masked = _model("lstm", "many_to_many", "single", "embedding_mask")
+    with pytest.raises(TFLiteConversionError, match=r"did not fuse"):
+        export_tflite(masked, tmp_path / "m.tflite", seq_len=SEQ_LEN, form="fused")
+    with pytest.raises(ValueError, match=r"int8.*form='unrolled'"):
+        export_tflite(gru, tmp_path / "i.tflite", seq_len=SEQ_LEN, form="while", quantize="int8",
+                      representative_data=np.zeros((2, SEQ_LEN, 6), np.float32))
+    with pytest.raises(ValueError, match=r"Unknown form 'scan'"):
+        export_tflite(gru, tmp_path / "s.tflite", seq_len=SEQ_LEN, form="scan")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
+    from export.tflite import MAX_UNROLLED_STEPS, choose_form
+    from keras_rnn.structure import read_model
+
+    model = _model("gru", "many_to_one", "single", "one_hot")
+    structure = read_model(model)
+    assert choose_form(structure, SEQ_LEN) == "unrolled"
+    assert choose_form(structure, MAX_UNROLLED_STEPS) == "unrolled"
+    assert choose_form(structure, MAX_UNROLLED_STEPS + 1) == "while"
+    long = MAX_UNROLLED_STEPS + 200
+    path = export_tflite(model, tmp_path / "long.tflite", seq_len=long)
+    assert "WHILE" in operator_names(path.read_bytes())
+    x = np.random.default_rng(1).normal(size=(1, long, 6)).astype(np.float32)
+    assert_outputs_close("1200 steps, WHILE", load(path).run(x), np.asarray(model(x)),
+                         TFLITE_TOLERANCE)

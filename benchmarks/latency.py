@@ -3,20 +3,26 @@
 For each cell at the lecture size (batch 1, 6 steps, 5 inputs, hidden 5) and a medium size
 (batch 1, 50 steps, 64 inputs, hidden 128), all with a Dense head, single-threaded:
 - Keras compiled call (`tf.function`), the baseline a Keras user has;
-- TFLite WHILE loop: the converter on the Keras model with a fixed input shape;
-- TFLite unrolled: `export_tflite` (what this project writes);
+- TFLite WHILE loop (`export_tflite(form="while")`: the converter on the fixed-shape model);
+- TFLite unrolled (`form="unrolled"`, what "auto" picks up to 1000 steps);
+- TFLite fused UNIDIRECTIONAL_SEQUENCE_LSTM (`form="fused"`, LSTM only);
 - ONNX Runtime on `export_onnx`'s graph;
 - ONNX Runtime on a graph holding only the native RNN/LSTM/GRU operator: the floor.
 Each figure is the median of many runs; ratios are to the floor of the same run, so read the
-ratios rather than the absolute times on a shared machine. Then file sizes of the medium model.
+ratios rather than the absolute times on a shared machine. Then:
+- the streaming step model (`export.step`) per token, in both runtimes;
+- file sizes of the medium model (float32, float16, dynamic, int8 TFLite and ONNX);
+- start-up of a device process that loads an exported file and runs it once: time and peak
+  RSS with only NumPy + the runtime (`export.runtime`), against the same with TensorFlow
+  imported first (median of 5 fresh processes each).
 
 Run:  python benchmarks/latency.py [--runs 300]
 """
 
 import argparse
-import contextlib
-import io
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +32,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 from export import export_onnx, export_tflite
-from export.runtime import load
+from export.runtime import StepModel, load
+from export.step import export_step
 from keras_rnn import build_model
 from keras_rnn.table import format_table
 
@@ -63,20 +70,44 @@ def native_op_only(onnx_path: Path, target: Path) -> Path:
     return target
 
 
-def while_loop_tflite(model, steps: int, inputs: int, target: Path) -> Path | None:
-    """The converter's own form: the Keras model with a fixed shape -> a WHILE loop."""
-    import keras
-    import tensorflow as tf
+def step_us(step_model, runs: int) -> float:
+    """Median microseconds of one streaming step (state carried from call to call)."""
+    x = np.zeros([d or 1 for d in step_model.input_shape], step_model.input_dtype)
+    state = [step_model.initial_state()]
 
-    fixed = keras.Sequential([keras.Input((steps, inputs), batch_size=1)] + model.layers)
-    converter = tf.lite.TFLiteConverter.from_keras_model(fixed)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # the converter prints its SavedModel
-            target.write_bytes(converter.convert())
-    except Exception:  # noqa: BLE001 - reported as n/a in the table
-        return None
-    return target
+    def one():
+        _, state[0] = step_model.step(x, state[0], check=False)
+
+    return median_ms(one, runs) * 1000
+
+
+STARTUP_SCRIPT = """
+import sys, time
+start = time.perf_counter()
+if sys.argv[2] == "with TensorFlow":
+    import tensorflow
+from export.runtime import load
+import numpy as np
+model = load(sys.argv[1])
+model.run(np.zeros([d or 1 for d in model.input_shape], model.input_dtype))
+seconds = time.perf_counter() - start
+# VmHWM: this process's peak resident memory (ru_maxrss would include the parent's before exec)
+peak_kib = next(int(line.split()[1]) for line in open("/proc/self/status")
+                if line.startswith("VmHWM:"))
+print(seconds, peak_kib / 1024)
+"""
+
+
+def startup(path: Path, mode: str, repeats: int = 5):
+    """Median seconds and peak RSS (MiB) of a fresh process loading and running `path`."""
+    results = []
+    for _ in range(repeats):
+        completed = subprocess.run([sys.executable, "-c", STARTUP_SCRIPT, str(path), mode],
+                                   capture_output=True, text=True, check=True,
+                                   cwd=Path(__file__).resolve().parents[1])
+        results.append([float(v) for v in completed.stdout.split()[-2:]])
+    seconds, rss = np.median(np.asarray(results), axis=0)
+    return seconds, rss
 
 
 def main():
@@ -88,7 +119,7 @@ def main():
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    rows, size_rows = [], []
+    rows, size_rows, step_rows = [], [], []
     directory = Path(tempfile.mkdtemp(prefix="keras_rnn_bench_"))
     for size_name, size in SIZES.items():
         for cell in CELLS:
@@ -101,22 +132,25 @@ def main():
             onnx_model = load(export_onnx(model, stem.with_suffix(".onnx")))
             floor = load(native_op_only(stem.with_suffix(".onnx"), Path(f"{stem}_floor.onnx")))
             unrolled = load(export_tflite(model, stem.with_suffix(".tflite")))
-            while_path = while_loop_tflite(model, size["steps"], size["inputs"],
-                                           Path(f"{stem}_while.tflite"))
-            while_model = load(while_path) if while_path else None
+            while_model = load(export_tflite(model, Path(f"{stem}_while.tflite"), form="while"))
+            fused = load(export_tflite(model, Path(f"{stem}_fused.tflite"), form="fused")) \
+                if cell == "lstm" else None
             compiled = tf.function(lambda v: model(v, training=False))
             x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2))
             floor_ms = median_ms(lambda: floor.run(x_time_major), args.runs)
             timings = {
                 "Keras tf.function": median_ms(lambda: compiled(x), max(args.runs // 3, 30)),
-                "TFLite WHILE": median_ms(lambda: while_model.run(x), args.runs)
-                if while_model else None,
+                "TFLite WHILE": median_ms(lambda: while_model.run(x), args.runs),
                 "TFLite unrolled": median_ms(lambda: unrolled.run(x), args.runs),
+                "TFLite fused": median_ms(lambda: fused.run(x), args.runs) if fused else None,
                 "ORT export_onnx": median_ms(lambda: onnx_model.run(x), args.runs),
             }
             rows.append([size_name, cell] + [
                 "n/a" if ms is None else f"{ms:.3f} ms ({ms / floor_ms:.1f}x)"
                 for ms in timings.values()] + [f"{floor_ms:.3f} ms"])
+            steps = [step_us(StepModel(export_step(model, Path(f"{stem}.step.{fmt}"))), args.runs)
+                     for fmt in ("tflite", "onnx")]
+            step_rows.append([size_name, cell] + [f"{us:.1f} us" for us in steps])
             if size_name == "medium":
                 sizes = {"onnx": stem.with_suffix(".onnx").stat().st_size,
                          "tflite float32": stem.with_suffix(".tflite").stat().st_size}
@@ -126,10 +160,23 @@ def main():
                     sizes[f"tflite {variant}"] = path.stat().st_size
                 size_rows.append([cell] + [f"{v / 1024:.0f} KiB" for v in sizes.values()])
     print(format_table(["size", "cell", "Keras tf.function", "TFLite WHILE", "TFLite unrolled",
-                        "ORT export_onnx", "ORT native op (floor)"], rows))
+                        "TFLite fused", "ORT export_onnx", "ORT native op (floor)"], rows))
+    print()
+    print(format_table(["size", "cell", "step per token, TFLite", "step per token, ORT"],
+                       step_rows))
     print()
     print(format_table(["medium model", "onnx", "tflite float32", "tflite float16",
                         "tflite dynamic", "tflite int8"], size_rows))
+    print()
+    startup_rows = []
+    for fmt in ("tflite", "onnx"):
+        path = directory / f"lecture_lstm.{fmt}"
+        free_seconds, free_rss = startup(path, "TF-free")
+        tf_seconds, tf_rss = startup(path, "with TensorFlow")
+        startup_rows.append([fmt, f"{free_seconds:.2f} s", f"{free_rss:.0f} MiB",
+                             f"{tf_seconds:.2f} s", f"{tf_rss:.0f} MiB"])
+    print(format_table(["load + first run", "TF-free: time", "TF-free: peak RSS",
+                        "with TensorFlow: time", "with TensorFlow: peak RSS"], startup_rows))
 
 
 if __name__ == "__main__":

@@ -140,14 +140,7 @@ def _state_count(layer) -> int:
 def _encoder_tflite(parts: Translator, source_len: int, metadata: dict) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import (
-        TFLiteConversionError,
-        _dense,
-        _explain_conversion_error,
-        _recurrent,
-        add_metadata,
-        check_builtin_only,
-    )
+    from export.tflite import _dense, _recurrent, add_metadata, convert_function
 
     def encode(source):
         mask = tf.not_equal(source, 0)
@@ -162,18 +155,9 @@ def _encoder_tflite(parts: Translator, source_len: int, metadata: dict) -> bytes
         outputs.update({f"final_state_{i}": state for i, state in enumerate(states)})
         return outputs
 
-    holder = tf.Module()
-    holder.encode = tf.function(encode, autograph=False, input_signature=[
-        tf.TensorSpec((1, source_len), tf.int32, name=SOURCE_NAME)])
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.encode.get_concrete_function()], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        flatbuffer = converter.convert()
-    except Exception as error:
-        raise TFLiteConversionError(_explain_conversion_error(error, ModelStructure(
-            (1, source_len), "int32", (parts.source_embedding, parts.encoder)))) from error
-    check_builtin_only(flatbuffer)
+    spec = [tf.TensorSpec((1, source_len), tf.int32, name=SOURCE_NAME)]
+    flatbuffer = convert_function(encode, spec, ModelStructure(
+        (1, source_len), "int32", (parts.source_embedding, parts.encoder)))
     return add_metadata(flatbuffer, metadata)
 
 

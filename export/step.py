@@ -123,14 +123,12 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
     import tensorflow as tf
 
     from export.tflite import (
-        TFLiteConversionError,
         _activation,
         _cell_step,
         _dense,
-        _explain_conversion_error,
         _input_bias,
         add_metadata,
-        check_builtin_only,
+        convert_function,
     )
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -176,16 +174,7 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
         outputs.update({next_state_name(i): s for i, s in enumerate(new_states)})
         return outputs
 
-    holder = tf.Module()  # gives the converter a trackable owner: the file keeps a signature
-    holder.step = tf.function(step, input_signature=specs, autograph=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.step.get_concrete_function()], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
-        flatbuffer = converter.convert()
-    except Exception as error:
-        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
-    check_builtin_only(flatbuffer, structure)
+    flatbuffer = convert_function(step, specs, structure)
     return add_metadata(flatbuffer, metadata) if metadata else flatbuffer
 
 

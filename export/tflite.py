@@ -428,6 +428,24 @@ def _bidirectional(layer: Bidirectional, values, mask):
     return forward * backward
 
 
+def convert_function(function, input_signature, structure) -> bytes:
+    """Converts a Python function of TF ops to builtin-only TFLite, keeping a signature with
+    the named inputs and outputs (multi-input files such as step models need the names)."""
+    import tensorflow as tf
+
+    holder = tf.Module()  # a trackable owner: the converter then writes the signature
+    holder.function = tf.function(function, input_signature=input_signature, autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.function.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    try:
+        flatbuffer = converter.convert()
+    except Exception as error:
+        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
+    check_builtin_only(flatbuffer, structure)
+    return flatbuffer
+
+
 # -- checking and annotating the flatbuffer ----------------------------------------------------
 
 def _explain_conversion_error(error, structure) -> str:

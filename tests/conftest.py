@@ -1,5 +1,6 @@
 """Shared fixtures: lecture models are trained once per session and reused across tests."""
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -14,36 +15,32 @@ sys.path.insert(0, str(ROOT / "examples"))  # the examples are imported as modul
 CELLS = ("simple_rnn", "lstm", "gru")
 
 
+def _train_every_cell(example: str) -> dict:
+    """`examples/<example>.py`'s `run(cell)` for each cell, keyed by cell."""
+    module = importlib.import_module(example)
+    return {cell: module.run(cell, verbose=False) for cell in CELLS}
+
+
 @pytest.fixture(scope="session")
 def hihello_results():
-    import hihello
-
-    return {cell: hihello.run(cell, verbose=False) for cell in CELLS}
+    return _train_every_cell("hihello")
 
 
 @pytest.fixture(scope="session")
 def sentiment_results():
-    import sentiment
-
-    return {cell: sentiment.run(cell, verbose=False) for cell in CELLS}
+    return _train_every_cell("sentiment")
 
 
 @pytest.fixture(scope="session")
 def author_results():
-    import author
-
-    return {cell: author.run(cell, verbose=False) for cell in CELLS}
+    return _train_every_cell("author")
 
 
 @pytest.fixture(scope="session")
 def char_sequence_results():
-    import char_sequence
-
-    return {cell: char_sequence.run(cell, verbose=False) for cell in CELLS}
+    return _train_every_cell("char_sequence")
 
 
 @pytest.fixture(scope="session")
 def long_sentence_results():
-    import long_sentence
-
-    return {cell: long_sentence.run(cell, verbose=False) for cell in CELLS}
+    return _train_every_cell("long_sentence")

@@ -20,10 +20,10 @@ Run:  python examples/seq2seq.py [--cell lstm] [--attention] [--export out/] [--
 
 import argparse
 import io
-import os
 from pathlib import Path
 
 
+from export._files import write_atomic
 from keras_rnn import datasets, seed_everything, train
 from keras_rnn.seq2seq import attention_weights, build_seq2seq, translate, translation_data
 from keras_rnn.table import format_table
@@ -104,10 +104,7 @@ def plot_attention(weights, source_words, target_words, path) -> Path:
     plt.close(figure)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_bytes(buffer.getvalue())
-    os.replace(temporary, path)
-    return path
+    return write_atomic(path, buffer.getvalue())
 
 
 def heat_map(result: dict, sentence: str, path) -> Path:

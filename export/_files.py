@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -27,6 +28,19 @@ def check_writable(path, *, suffix: str) -> Path:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"Cannot write {str(path)!r}: the directory {str(parent)!r} is not writable.")
     return path
+
+
+@contextlib.contextmanager
+def removed_on_failure():
+    """Yields a list for the paths a multi-file export writes; if the block fails, those
+    files are removed before the error propagates, so no partial set is left behind."""
+    written = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            Path(path).unlink(missing_ok=True)
+        raise
 
 
 def write_atomic(path, data: bytes) -> Path:

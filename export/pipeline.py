@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from export._files import removed_on_failure
+
 FORMATS = ("tflite", "onnx")
+
+
+def check_formats(formats) -> None:
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
 
 
 def export_and_verify(
@@ -43,31 +51,24 @@ def export_and_verify(
     from export.parity import verify
     from export.tflite import export_tflite
 
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
+    check_formats(formats)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if seq_len is None and inputs is not None:
         seq_len = int(np.asarray(inputs).shape[1])
-    written = []
-    try:
+    with removed_on_failure() as written:
         if "tflite" in formats:
             for variant in quantize:
                 suffix = "" if variant is None else f".{variant}"
-                written.append((f"{name}{suffix}", export_tflite(
+                written.append(export_tflite(
                     model, directory / f"{name}{suffix}.tflite", batch_size=batch_size,
                     seq_len=seq_len, quantize=variant,
                     representative_data=inputs if variant == "int8" else None,
                     metadata=metadata, form=form,
-                )))
+                ))
         if "onnx" in formats:
-            written.append((name, export_onnx(model, directory / f"{name}.onnx",
-                                              metadata=metadata)))
-    except BaseException:
-        for _, path in written:
-            path.unlink(missing_ok=True)
-        raise
+            written.append(export_onnx(model, directory / f"{name}.onnx", metadata=metadata))
+    written = [(path.stem, path) for path in written]  # label: name[.quantize]
     if not verify_files:
         return written
     return [(label, verify(model, path, inputs)) for label, path in written]

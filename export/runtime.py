@@ -99,14 +99,8 @@ class TFLiteModel:
         """True if any tensor is stored as int8 or float16 (a quantized export)."""
         from ai_edge_litert import schema_py_generated as schema
 
-        model = schema.Model.GetRootAs(self.content, 0)
         reduced = {schema.TensorType.INT8, schema.TensorType.FLOAT16}
-        for s in range(model.SubgraphsLength()):
-            graph = model.Subgraphs(s)
-            for t in range(graph.TensorsLength()):
-                if graph.Tensors(t).Type() in reduced:
-                    return True
-        return False
+        return any(tensor.Type() in reduced for tensor in _tflite_tensors(self.content))
 
 
 class ONNXModel:
@@ -221,18 +215,17 @@ def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:
     Returns:
         The prompt followed by the generated symbols, decoded as `Vocabulary.decode` does.
     """
-    from keras_rnn.vocab import Vocabulary
+    from export.metadata import vocabulary_from_metadata
 
     if not isinstance(step_model, StepModel):
         step_model = StepModel(step_model)
     if vocabulary is None:
-        text = step_model.metadata.get("vocabulary")
-        if not text:
+        vocabulary = vocabulary_from_metadata(step_model.metadata)
+        if vocabulary is None:
             raise ValueError(
                 f"{step_model.path.name} stores no vocabulary: pass vocabulary= or export "
                 "with metadata=export.vocabulary_metadata(vocabulary)."
             )
-        vocabulary = Vocabulary.from_json(text)
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"`length` must be an integer >= 0, got {length!r}.")
     ids = [int(i) for i in vocabulary.encode(prompt)]
@@ -323,13 +316,19 @@ def read_metadata(path) -> dict:
     return dict(load(path).metadata)
 
 
-def _has_variable_tensors(content: bytes) -> bool:
+def _tflite_tensors(content: bytes):
+    """Every tensor of every subgraph of a .tflite flatbuffer (LiteRT's own schema)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(content, 0)
-    return any(model.Subgraphs(s).Tensors(t).IsVariable()
-               for s in range(model.SubgraphsLength())
-               for t in range(model.Subgraphs(s).TensorsLength()))
+    for s in range(model.SubgraphsLength()):
+        graph = model.Subgraphs(s)
+        for t in range(graph.TensorsLength()):
+            yield graph.Tensors(t)
+
+
+def _has_variable_tensors(content: bytes) -> bool:
+    return any(tensor.IsVariable() for tensor in _tflite_tensors(content))
 
 
 def _tflite_metadata(content: bytes) -> dict:

@@ -15,16 +15,14 @@ any batch and length. The vocabularies travel in the files' metadata.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from export._files import check_writable, write_atomic
+from export._files import check_writable, removed_on_failure, write_atomic
 from keras_rnn.structure import ModelStructure, UnsupportedModelError, describe_layer
 
-FORMATS = ("tflite", "onnx")
 SOURCE_NAME = "source"
 
 
@@ -43,7 +41,7 @@ class Attention:
 
 
 @dataclass(frozen=True)
-class Translator:
+class TranslatorParts:
     """The parts of a trained seq2seq model the exported files need."""
 
     source_embedding: object  # structure.Embedding
@@ -52,7 +50,7 @@ class Translator:
     attention: Attention | None
 
 
-def read_translator(model) -> Translator:
+def read_translator(model) -> TranslatorParts:
     """Reads a model built by `keras_rnn.seq2seq.build_seq2seq`."""
     try:
         layers = {name: model.get_layer(name) for name in (
@@ -76,11 +74,11 @@ def read_translator(model) -> Translator:
     decoder = describe_layer(layers["decoder"])
     structure = ModelStructure((None, None), "int32", (
         describe_layer(layers["target_embedding"]), decoder, describe_layer(layers["head"])))
-    return Translator(describe_layer(layers["source_embedding"]),
+    return TranslatorParts(describe_layer(layers["source_embedding"]),
                       describe_layer(layers["encoder"]), structure, attention)
 
 
-def export_translator(model, data, directory, name: str, *, formats=FORMATS,
+def export_translator(model, data, directory, name: str, *, formats=("tflite", "onnx"),
                       source_len: int | None = None) -> list[Path]:
     """Writes `name.encoder.{fmt}` and `name.decoder.{fmt}` for each format in `directory`.
 
@@ -94,24 +92,20 @@ def export_translator(model, data, directory, name: str, *, formats=FORMATS,
         The written paths. A failed export removes the files this call already wrote.
     """
     from export.onnx import DEFAULT_OPSET
-    from export.step import step_onnx, step_tflite, state_name
+    from export.pipeline import check_formats
+    from export.step import step_onnx, step_tflite, with_states
 
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
+    check_formats(formats)
     parts = read_translator(model)
     source_len = source_len or data.source_ids.shape[1]
-    metadata = {
+    metadata = with_states(parts.decoder_structure, {
         "source_vocabulary": data.source.to_json(),
         "vocabulary": data.target.to_json(),
-        "max_length": str(data.decoder_inputs.shape[1] + 2),
-        "step_states": json.dumps([[state_name(i), parts.encoder.units]
-                                   for i in range(_state_count(parts.encoder))]),
-    }
+        "max_length": str(data.max_length),
+    })
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    try:
+    with removed_on_failure() as written:
         for fmt in formats:
             encoder_path = check_writable(directory / f"{name}.encoder.{fmt}", suffix=f".{fmt}")
             decoder_path = check_writable(directory / f"{name}.decoder.{fmt}", suffix=f".{fmt}")
@@ -126,18 +120,10 @@ def export_translator(model, data, directory, name: str, *, formats=FORMATS,
                                     attention=parts.attention).SerializeToString()
             written.append(write_atomic(encoder_path, encoder))
             written.append(write_atomic(decoder_path, decoder))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
     return written
 
 
-def _state_count(layer) -> int:
-    return 2 if layer.cell == "lstm" else 1
-
-
-def _encoder_tflite(parts: Translator, source_len: int, metadata: dict) -> bytes:
+def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> bytes:
     import tensorflow as tf
 
     from export.tflite import _dense, _recurrent, add_metadata, convert_function
@@ -161,7 +147,7 @@ def _encoder_tflite(parts: Translator, source_len: int, metadata: dict) -> bytes
     return add_metadata(flatbuffer, metadata)
 
 
-def _encoder_onnx(parts: Translator, opset: int, metadata: dict):
+def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     import onnx
 
     from export.onnx import _OPERATOR, _GraphBuilder, finish_model

@@ -100,7 +100,7 @@ def streamable_structure(model):
     return structure
 
 
-def _with_states(structure, metadata):
+def with_states(structure, metadata):
     entries = dict(metadata or {})
     entries[STATES_METADATA] = json.dumps(step_states(structure))
     return entries
@@ -112,7 +112,7 @@ def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = Non
     """The builtin-only `.tflite` bytes of the step model."""
     structure = streamable_structure(model)
     return step_tflite(structure, batch_size=batch_size,
-                       metadata=_with_states(structure, metadata))
+                       metadata=with_states(structure, metadata))
 
 
 def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=None,
@@ -200,7 +200,7 @@ def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
     run for one step from `initial_h` (and `initial_c`)."""
     structure = streamable_structure(model)
     return step_onnx(structure, name=f"{model.name}_step", opset=opset,
-                     metadata=_with_states(structure, metadata))
+                     metadata=with_states(structure, metadata))
 
 
 def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attention=None):

@@ -191,11 +191,11 @@ def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
 def _fixed_shape_model(model, structure, batch_size: int, seq_len: int, form: str):
     """The model rebuilt with a fixed input shape: in Keras 3 for the WHILE form, in tf-keras
     (weights copied) for the fused form."""
+    shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
     if form == "while":
         import keras
 
         layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-        shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
         return keras.Sequential(
             [keras.Input(shape, batch_size=batch_size, dtype=structure.input_dtype)] + layers)
     try:
@@ -203,7 +203,6 @@ def _fixed_shape_model(model, structure, batch_size: int, seq_len: int, form: st
     except ImportError as error:
         raise ValueError("form='fused' needs the tf-keras package (pip install -r "
                          "requirements.txt).") from error
-    shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
     rebuilt = [tf_keras.Input(shape, batch_size=batch_size, dtype=structure.input_dtype)]
     weights = []
 

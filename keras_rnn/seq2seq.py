@@ -39,6 +39,11 @@ class TranslationData:
     decoder_inputs: np.ndarray  # (pairs, target length + 1): <bos> y1 ... yn <pad>...
     decoder_targets: np.ndarray  # (pairs, target length + 1): y1 ... yn <eos> <pad>...
 
+    @property
+    def max_length(self) -> int:
+        """How many words greedy decoding writes at most before giving up on `<eos>`."""
+        return self.decoder_inputs.shape[1] + 2
+
 
 def translation_data(pairs) -> TranslationData:
     """Word vocabularies (sorted) and teacher-forcing arrays for `(source, target)` pairs."""
@@ -120,7 +125,7 @@ def translate(model, data: TranslationData, sentence: str, *, max_length: int | 
     """
     source_ids = data.source.encode(sentence)[None]
     target = data.target
-    max_length = max_length or data.decoder_inputs.shape[1] + 2
+    max_length = max_length or data.max_length
     written = [target.bos_id]
     for _ in range(max_length):
         probabilities = np.asarray(model([source_ids, np.asarray([written], np.int32)], training=False))

@@ -53,6 +53,11 @@ def write_atomic(path, data: bytes) -> Path:
     except OSError as error:
         raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
     try:
+        # mkstemp creates the file 0600; give it the permissions a plain open() would (0666
+        # minus the umask), so a service or another user can read the exported model.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(descriptor, 0o666 & ~umask)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(data)
             handle.flush()

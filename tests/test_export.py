@@ -255,6 +255,22 @@ def test_unwritable_directory_leaves_no_file(tmp_path):
     assert not target.exists()
 
 
+def test_written_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through a 0600 temporary file; the result must be readable like a
+    file written with open(): 0666 minus the umask."""
+    import os
+
+    from export._files import write_atomic
+
+    umask = os.umask(0o022)
+    try:
+        path = write_atomic(tmp_path / "m.onnx", b"data")
+    finally:
+        os.umask(umask)
+    assert path.read_bytes() == b"data"
+    assert path.stat().st_mode & 0o777 == 0o644
+
+
 @pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
 def test_corrupt_and_missing_files_give_clear_errors(tmp_path, suffix):
     with pytest.raises(ModelFileError, match="does not exist"):

@@ -1,19 +1,30 @@
 """Keras RNN -> builtin-only TFLite and native-op ONNX, with parity proven in the real runtimes.
 
-Importing this package does not import TensorFlow; `export_tflite`, `export_onnx` and `verify`
-import what they need when called, and `export.runtime` never needs TensorFlow at all.
+The public names load their module on first use (PEP 562), so `import export.runtime` on a
+device loads neither the exporters nor TensorFlow, Keras or the training code.
 """
 
-from export.metadata import vocabulary_metadata
-from export.onnx import export_onnx
-from export.parity import ParityReport, format_table, verify
-from export.tflite import export_tflite
+import importlib
 
-__all__ = [
-    "export_onnx",
-    "export_tflite",
-    "format_table",
-    "ParityReport",
-    "verify",
-    "vocabulary_metadata",
-]
+_EXPORTS = {
+    "export_onnx": "export.onnx",
+    "export_tflite": "export.tflite",
+    "format_table": "export.parity",
+    "ParityReport": "export.parity",
+    "verify": "export.parity",
+    "vocabulary_metadata": "export.metadata",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

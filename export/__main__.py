@@ -15,6 +15,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
 
+MAX_BATCH_SIZE = 4096  # a fixed TFLite batch beyond this is a typo, not a device's batch
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -34,22 +36,31 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--vocabulary", help="a vocabulary JSON (Vocabulary.to_json) to embed")
     parser.add_argument("--out", default=".", help="output directory (created if missing)")
     parser.add_argument("--verify", action="store_true",
-                        help="run each file in its runtime and compare with Keras")
+                        help="run each file in its runtime and compare with Keras; a file that "
+                        "fails is not kept (exit 1)")
+    parser.add_argument("--trust-python-layers", action="store_true",
+                        help="load a .keras file that holds Python code (Lambda layers): only "
+                        "for files you wrote or trust, since loading runs that code")
     return parser
 
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    from export.pipeline import VerificationFailed, print_parity
+
     try:
         rows = _run(args)
+    except VerificationFailed as failure:
+        print_parity(failure.rows)
+        print(f"error: {failure}", file=sys.stderr)
+        return 1
     except (ValueError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
     if args.verify:
-        from export.pipeline import print_parity
-
-        return 0 if print_parity(rows) else 1
+        print_parity(rows)
+        return 0
     for label, path in rows:
         print(f"wrote {path} ({Path(path).stat().st_size} bytes)")
     return 0
@@ -63,6 +74,9 @@ def _run(args):
         raise ValueError(f"{args.model!r} is not a .keras file (save with model.save('m.keras')).")
     if not model_path.is_file():
         raise ValueError(f"Model file {args.model!r} does not exist.")
+    if args.batch_size < 1 or args.batch_size > MAX_BATCH_SIZE:
+        raise ValueError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}; got "
+                         f"{args.batch_size}.")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -75,24 +89,20 @@ def _run(args):
     if "int8" in quantize:
         if not args.calibration:
             raise ValueError("--quantize int8 needs --calibration FILE.npy: inputs to calibrate on.")
-        calibration = np.load(args.calibration)
+        calibration = _load_calibration(args.calibration)
     metadata = None
     if args.vocabulary:
         from export.metadata import vocabulary_metadata
         from keras_rnn.vocab import Vocabulary
 
-        metadata = vocabulary_metadata(
-            Vocabulary.from_json(Path(args.vocabulary).read_text(encoding="utf-8")))
+        try:
+            text = Path(args.vocabulary).read_bytes()
+            metadata = vocabulary_metadata(Vocabulary.from_json(text))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"--vocabulary {args.vocabulary!r}: "
+                             f"{getattr(error, 'strerror', None) or error}") from None
 
-    import keras
-
-    try:
-        model = keras.models.load_model(model_path, compile=False)
-    except Exception as error:  # zip, h5 or deserialization errors of every kind
-        raise ValueError(
-            f"Cannot load {args.model!r} as a Keras model ({type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else 'corrupt file'})."
-        ) from error
+    model = _load_model(model_path, trust_python_layers=args.trust_python_layers)
 
     from export.pipeline import export_and_verify
 
@@ -102,6 +112,55 @@ def _run(args):
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
         metadata=metadata, verify_files=args.verify, form=args.form,
     )
+
+
+def _load_calibration(path):
+    """The int8 calibration inputs: a numeric .npy array of shape (n, steps[, features])."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ValueError(f"--calibration file {path!r} does not exist.") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"--calibration {path!r} is not a readable .npy array ({error}); save "
+                         "one with numpy.save.") from None
+    if not isinstance(data, np.ndarray):  # np.load opens any zip file as an .npz archive
+        data.close()
+        raise ValueError(f"--calibration {path!r} must hold one numeric array (np.save(path, "
+                         "x)); it is an archive.")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"--calibration {path!r} must hold one numeric array (np.save(path, "
+                         "x)); got something else.")
+    if data.ndim < 2 or data.size == 0:
+        raise ValueError(f"--calibration {path!r} has shape {data.shape}; expected (n, steps) "
+                         "ids or (n, steps, features) with n >= 1.")
+    return data
+
+
+def _load_model(model_path: Path, *, trust_python_layers: bool):
+    import zipfile
+
+    import keras
+
+    if not zipfile.is_zipfile(model_path):
+        raise ValueError(f"{str(model_path)!r} is not a .keras archive (a zip file written by "
+                         "model.save('m.keras')); it may be corrupt or truncated.")
+    try:
+        return keras.models.load_model(model_path, compile=False,
+                                       safe_mode=not trust_python_layers)
+    except Exception as error:  # zip, h5 or deserialization errors of every kind
+        text = str(error)
+        if "safe_mode" in text or "Lambda" in text:
+            raise ValueError(
+                f"{str(model_path)!r} holds Python code (a Lambda layer or similar), which is "
+                "not loaded by default because loading runs it. If you wrote the file or "
+                "trust it, add --trust-python-layers.") from None
+        first_line = text.strip().splitlines()[0] if text.strip() else "corrupt file"
+        raise ValueError(
+            f"Cannot load {str(model_path)!r} as a Keras model: the archive is damaged or was "
+            f"not written by Keras 3 ({type(error).__name__}: {first_line})."
+        ) from None
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-import tempfile
 from pathlib import Path
 
 
@@ -44,28 +44,69 @@ def removed_on_failure():
 
 
 def write_atomic(path, data: bytes) -> Path:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
+    """Writes `data` to a temporary file beside `path`, then renames it into place.
+
+    The temporary file has one fixed name per target (`.NAME.partial`), so a run killed
+    mid-write leaves at most one behind, which the next write to that path reuses; it is
+    locked while written, so two processes writing the same path at once cannot mix their
+    bytes (the second one is refused).
+    """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
+    temporary = directory / f".{path.name}.partial"
     try:
-        descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                                 dir=directory)
+        # 0666 minus the umask, as a plain open() gives: a service running as another user
+        # can read the exported model.
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as error:
         raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
+    locked = renamed = False
     try:
-        # mkstemp creates the file 0600; give it the permissions a plain open() would (0666
-        # minus the umask), so a service or another user can read the exported model.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(descriptor, 0o666 & ~umask)
-        with os.fdopen(descriptor, "wb") as handle:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
+        except BlockingIOError:
+            raise ValueError(
+                f"Another process is writing {str(path)!r} right now; wait for it to finish or "
+                "write to another path.") from None
+        if os.fstat(descriptor).st_ino != _inode(temporary):
+            # the other writer renamed this file into place between our open and our lock
+            raise ValueError(f"Another process just wrote {str(path)!r}; run again to replace it.")
+        os.ftruncate(descriptor, 0)
+        with os.fdopen(os.dup(descriptor), "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
-    except BaseException as error:
-        Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
-        raise
+        renamed = True
+    except OSError as error:
+        raise ValueError(f"Cannot write {str(path)!r}: {error.strerror or error}.") from error
+    finally:
+        if locked and not renamed and _inode(temporary) == os.fstat(descriptor).st_ino:
+            temporary.unlink(missing_ok=True)
+        os.close(descriptor)  # releases the lock
     return path
+
+
+def _inode(path) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def directory_lock(directory):
+    """Holds an exclusive lock on an output directory for a multi-file export, so two runs
+    writing into one directory cannot both report success for files the other overwrote."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(
+                f"Another export is writing into {str(directory)!r} right now; wait for it to "
+                "finish or choose another output directory.") from None
+        yield
+    finally:
+        os.close(descriptor)

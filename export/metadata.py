@@ -17,12 +17,4 @@ def vocabulary_metadata(vocabulary, **extra) -> dict:
     return entries
 
 
-def vocabulary_from_metadata(metadata: dict):
-    """The `keras_rnn.Vocabulary` stored in exported metadata, or None."""
-    from keras_rnn.vocab import Vocabulary
-
-    text = metadata.get("vocabulary")
-    return Vocabulary.from_json(text) if text else None
-
-
-__all__ = ["vocabulary_metadata", "vocabulary_from_metadata"]
+__all__ = ["vocabulary_metadata"]

@@ -5,9 +5,12 @@ tf2onnx 1.17 cannot read Keras 3 Sequential models (`KeyError: 'keras_tensor_N'`
 converts a traced function it keeps SimpleRNN and GRU as a generic `Loop`, 5-7x slower in ONNX
 Runtime than the native operators used here. Batch and time axes stay dynamic.
 
-Padding: a `mask_zero` Embedding or a `Masking` layer becomes the operators' `sequence_lens`
-(the number of non-padding steps per row). This equals Keras's masking for padding at the end
-of each row (`pad_sequences(padding="post")`, what `Vocabulary.encode_batch` produces).
+Masks: a `mask_zero` Embedding or a `Masking` layer gives a (batch, time) mask, and each
+recurrent layer reproduces Keras's masking exactly for any pattern (padding at the start, the
+end, or steps masked in the middle of a row): the unmasked steps of each row are gathered to
+its front, the native operator runs them with `sequence_lens`, and every output is gathered back
+to its step, a masked step repeating the output of the step before it in processing order (or
+zeros, with `zero_output_for_mask`), as Keras's time loop does. See `_Mask`.
 """
 
 from __future__ import annotations
@@ -105,7 +108,7 @@ class _GraphBuilder:
         from onnx import numpy_helper
 
         name = self.fresh(stem)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.initializers.append(numpy_helper.from_array(np.require(array, requirements="C"), name))
         return name
 
     def node(self, op: str, inputs, stem: str | None = None, outputs: int = 1, **attributes):
@@ -132,13 +135,12 @@ class _GraphBuilder:
         values, time_major = INPUT_NAME, False
         if structure.takes_ids and str(structure.input_dtype) != "int32":
             values = self.node("Cast", [values], "ids", to=onnx.TensorProto.INT32)
-        lengths = padding = None  # (batch,) int32 valid steps; (batch, time) float 1 = padding
+        mask = None  # a _Mask while a padding mask flows through the layers
         for layer in structure.layers:
             if isinstance(layer, Embedding):
                 if layer.mask_zero:
-                    lengths, padding = self.padding_from(
-                        self.node("Equal", [values, self.constant("zero", np.array(0, np.int32))])
-                    )
+                    mask = _Mask(self, self.node("Not", [self.node(
+                        "Equal", [values, self.constant("zero", np.array(0, np.int32))])]))
                 values = self.node("Gather", [self.constant("embeddings", layer.table), values],
                                    "embedded", axis=0)
             elif isinstance(layer, Masking):
@@ -146,21 +148,19 @@ class _GraphBuilder:
                 differs = self.node("Cast", [self.node("Not", [self.node("Equal", [
                     values, self.constant("mask_value", np.array(layer.mask_value, np.float32))
                 ])])], to=onnx.TensorProto.FLOAT)
-                keep = self.node("ReduceMax", [differs, self.constant("axes", np.array([-1], np.int64))],
-                                 keepdims=0) if self.opset >= 18 else self.node(
-                    "ReduceMax", [differs], axes=[-1], keepdims=0)
-                is_padding = self.node("Equal", [keep, self.constant("zero", np.array(0, np.float32))])
-                lengths, padding = self.padding_from(is_padding)
+                keep = self.reduce_max(differs, -1, keepdims=0)
+                mask = _Mask(self, self.node("Not", [self.node(
+                    "Equal", [keep, self.constant("zero", np.array(0, np.float32))])]))
                 keep_3d = self.node("Unsqueeze", [keep, self.constant("axes", np.array([-1], np.int64))])
                 values = self.node("Mul", [values, keep_3d], "masked")
             elif isinstance(layer, (Recurrent, Bidirectional)):
                 if not time_major:
                     values, time_major = self.node("Transpose", [values], "time_major",
                                                    perm=[1, 0, 2]), True
-                values = self.recurrent(layer, values, lengths, padding)
+                values = self.recurrent(layer, values, mask)
                 if not layer.return_sequences:
                     time_major = False
-                    lengths = padding = None
+                    mask = None
             elif isinstance(layer, (Dense, Activation)):
                 values = self.head(layer, values)
         if time_major:
@@ -174,19 +174,13 @@ class _GraphBuilder:
             self.nodes, name, [input_info], [output_info], initializer=self.initializers
         )
 
-    def padding_from(self, is_padding: str):
-        """From a (batch, time) boolean 'is padding' tensor: sequence_lens and a float mask."""
+    def sequence_lengths(self, is_padding: str) -> str:
+        """(batch,) int32 non-padding steps per row, from a (batch, time) boolean tensor."""
         import onnx
 
         valid = self.node("Cast", [self.node("Not", [is_padding])], to=onnx.TensorProto.INT32)
-        lengths = self.node("ReduceSum", [valid, self.constant("axes", np.array([1], np.int64))],
-                            "sequence_lens", keepdims=0)
-        padding = self.node("Cast", [is_padding], to=onnx.TensorProto.FLOAT)
-        # time-major (time, batch, 1), to broadcast against the recurrent outputs
-        padding = self.node("Unsqueeze", [self.node("Transpose", [padding], perm=[1, 0]),
-                                          self.constant("axes", np.array([-1], np.int64))],
-                            "padding")
-        return lengths, padding
+        return self.node("ReduceSum", [valid, self.constant("axes", np.array([1], np.int64))],
+                         "sequence_lens", keepdims=0)
 
     def head(self, layer, values: str) -> str:
         """A Dense or Activation layer."""
@@ -203,49 +197,120 @@ class _GraphBuilder:
         return self.node(_HEAD_OPS[name], [values])
 
     # -- recurrent layers -------------------------------------------------------------------
-    def recurrent(self, layer, values: str, lengths, padding) -> str:
+    def recurrent(self, layer, values: str, mask) -> str:
         """Emits one RNN/LSTM/GRU node for a layer (both directions for Bidirectional).
 
-        `values` is time-major (time, batch, features); returns time-major outputs, or
-        (batch, units) when the layer returns only its last step.
+        `values` is time-major (time, batch, features); `mask` a `_Mask` or None. Returns
+        time-major outputs, or (batch, units) when the layer returns only its last step.
         """
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
         first = directions[0]
-        if isinstance(layer, Recurrent) and layer.go_backwards and lengths is not None:
-            raise UnsupportedModelError(
-                f"Layer {layer.name!r} runs go_backwards on padded input; Keras returns its "
-                "outputs in reversed order including the padding, which the ONNX operators "
-                "cannot reproduce. Wrap the layer in Bidirectional instead."
-            )
         if isinstance(layer, Bidirectional):
             direction_name = "bidirectional"
         else:
             direction_name = "reverse" if layer.go_backwards else "forward"
+        # ONNX Runtime's recurrent kernels clip their activations' inputs, which turns NaN into
+        # finite numbers; Keras carries a NaN step's NaN on to every later step. Float inputs
+        # can hold NaN, so the steps where Keras has NaN are set to NaN after the operator.
+        nan_steps = None if self.structure.takes_ids else self.nan_steps(values, mask)
+        if mask is not None:
+            values = mask.compact(values)
         inputs, attributes = self.operator_inputs(layer.name, directions, values, direction_name)
-        inputs.append(lengths or "")
+        inputs.append(mask.operator_lengths if mask is not None else "")
         all_steps, last_step = self.node(_OPERATOR[first.cell], inputs, _OPERATOR[first.cell],
                                          outputs=2, **attributes)
         # all_steps: (time, directions, batch, units); last_step: (directions, batch, units)
-        if not layer.return_sequences:
-            if isinstance(layer, Bidirectional):
-                return self.merge(layer.merge_mode, last_step, batch_major_last=True)
-            return self.node("Squeeze", [last_step, self.constant("axes", np.array([0], np.int64))],
-                             "last_output")
-        if isinstance(layer, Bidirectional):
-            return self.merge(layer.merge_mode, all_steps, batch_major_last=False)
-        outputs = self.node("Squeeze", [all_steps, self.constant("axes", np.array([1], np.int64))],
-                            "sequence")
-        if layer.go_backwards:  # Keras returns a backwards layer's outputs in processing order
-            outputs = self.node("Slice", [outputs, self.constant("starts", np.array([-1], np.int64)),
-                                          self.constant("ends", np.array([np.iinfo(np.int64).min], np.int64)),
-                                          self.constant("axes", np.array([0], np.int64)),
-                                          self.constant("steps", np.array([-1], np.int64))])
-        if padding is not None and not layer.zero_output_for_mask:
-            # ONNX writes zeros after a row's last valid step; Keras repeats the last valid
-            # output there: add (padding * last output), the last output being Y_h.
-            outputs = self.node("Add", [outputs, self.node("Mul", [padding, last_step])],
-                                "carried")
-        return outputs
+        if mask is None and not layer.return_sequences:
+            # Unmasked, the last output in processing order is the operator's Y_h.
+            per_direction = self.split_directions(last_step, len(directions), axis=0)
+            if nan_steps is not None:  # the last step has seen every step, in both directions
+                any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
+                                                self.constant("zero", np.array(0, np.float32))])
+                per_direction = [self.where_nan(any_nan, outputs, axis=1)
+                                 for outputs in per_direction]
+        else:
+            per_direction = self.split_directions(all_steps, len(directions), axis=1)
+            if mask is not None:
+                # back to each step's own position, in input order (time, batch, units)
+                per_direction = [mask.restore(outputs, backward=direction.go_backwards,
+                                              zero_output=direction.zero_output_for_mask)
+                                 for outputs, direction in zip(per_direction, directions)]
+            if nan_steps is not None:
+                per_direction = [self.poison(outputs, nan_steps, mask, direction)
+                                 for outputs, direction in zip(per_direction, directions)]
+            if not layer.return_sequences:
+                # Keras returns the output of the last step processed: the last one in time
+                # going forwards, the first one going backwards.
+                per_direction = [self.time_slice(outputs, -1 if not direction.go_backwards else 0)
+                                 for outputs, direction in zip(per_direction, directions)]
+            elif isinstance(layer, Recurrent) and layer.go_backwards:
+                # Keras returns a backwards layer's outputs in processing order
+                per_direction = [self.reverse_time(per_direction[0])]
+        if len(per_direction) == 1:
+            return per_direction[0]
+        return self.merge(layer.merge_mode, *per_direction)
+
+    def reduce_max(self, values: str, axis: int, *, keepdims: int) -> str:
+        if self.opset >= 18:
+            return self.node("ReduceMax", [values, self.constant("axes", np.array([axis], np.int64))],
+                             keepdims=keepdims)
+        return self.node("ReduceMax", [values], axes=[axis], keepdims=keepdims)
+
+    def nan_steps(self, values: str, mask) -> str:
+        """(time, batch) float: 1 where an unmasked step's input holds a NaN."""
+        import onnx
+
+        has_nan = self.node("Cast", [self.node("IsNaN", [values])], to=onnx.TensorProto.FLOAT)
+        steps = self.reduce_max(has_nan, 2, keepdims=0)
+        if mask is not None:  # a masked step never reaches the state
+            steps = self.node("Mul", [steps, self.node("Cast", [mask.valid],
+                                                       to=onnx.TensorProto.FLOAT)])
+        return steps
+
+    def where_nan(self, condition: str, values: str, *, axis: int) -> str:
+        condition = self.node("Unsqueeze", [condition, self.constant("axes", np.array([axis], np.int64))])
+        return self.node("Where", [condition, self.constant("nan", np.array(np.nan, np.float32)),
+                                   values], "nan_carried")
+
+    def poison(self, outputs: str, nan_steps: str, mask, direction) -> str:
+        """NaN at every step Keras's time loop reaches after a NaN step, in processing order."""
+        seen = self.node("CumSum", [nan_steps, self.constant("axis", np.array(0, np.int64))],
+                         reverse=int(direction.go_backwards))
+        poisoned = self.node("Greater", [seen, self.constant("zero", np.array(0, np.float32))])
+        if mask is not None and direction.zero_output_for_mask:
+            poisoned = self.node("And", [poisoned, mask.valid])
+        return self.where_nan(poisoned, outputs, axis=2)
+
+    def split_directions(self, values: str, count: int, *, axis: int) -> list:
+        """The operator's outputs per direction, the direction axis removed."""
+        axes = self.constant("axes", np.array([axis], np.int64))
+        if count == 1:
+            return [self.node("Squeeze", [values, axes], "direction")]
+        parts = self.node("Split", [values, self.constant("split", np.array([1] * count, np.int64))],
+                          outputs=count, axis=axis)
+        return [self.node("Squeeze", [part, axes], "direction") for part in parts]
+
+    def time_slice(self, values: str, index: int) -> str:
+        """(time, batch, units) -> (batch, units) at one time index."""
+        return self.node("Gather", [values, self.constant("index", np.array(index, np.int64))],
+                         "last_output", axis=0)
+
+    def reverse_time(self, values: str) -> str:
+        return self.node("Slice", [values, self.constant("starts", np.array([-1], np.int64)),
+                                   self.constant("ends", np.array([np.iinfo(np.int64).min], np.int64)),
+                                   self.constant("axes", np.array([0], np.int64)),
+                                   self.constant("steps", np.array([-1], np.int64))], "reversed")
+
+    def merge(self, mode: str, forward: str, backward: str) -> str:
+        """Merges the two directions as `keras.layers.Bidirectional(merge_mode=...)` does."""
+        if mode == "concat":
+            return self.node("Concat", [forward, backward], "concat", axis=-1)
+        if mode == "mul":
+            return self.node("Mul", [forward, backward], "product")
+        total = self.node("Add", [forward, backward], "sum")
+        if mode == "sum":
+            return total
+        return self.node("Mul", [total, self.constant("half", np.array(0.5, np.float32))], "average")
 
     def operator_inputs(self, name: str, directions, values: str, direction_name: str):
         """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
@@ -278,27 +343,6 @@ class _GraphBuilder:
                   self.constant("B", np.stack(B))]
         return inputs, attributes
 
-    def merge(self, mode: str, values: str, *, batch_major_last: bool) -> str:
-        """Merges the direction axis: (time, 2, batch, units) -> (time, batch, merged), or
-        (2, batch, units) -> (batch, merged) for the last step."""
-        direction_axis = 0 if batch_major_last else 1
-        if mode == "concat":
-            perm = [1, 0, 2] if batch_major_last else [0, 2, 1, 3]
-            moved = self.node("Transpose", [values], perm=perm)
-            shape = [0, -1] if batch_major_last else [0, 0, -1]
-            return self.node("Reshape", [moved, self.constant("shape", np.array(shape, np.int64))],
-                             "concat")
-        axes = self.constant("axes", np.array([direction_axis], np.int64))
-        if mode in ("sum", "ave"):
-            total = self.node("ReduceSum", [values, axes], keepdims=0)
-            if mode == "sum":
-                return total
-            return self.node("Mul", [total, self.constant("half", np.array(0.5, np.float32))])
-        forward, backward = self.node("Split", [values, self.constant(
-            "split", np.array([1, 1], np.int64))], outputs=2, axis=direction_axis)
-        product = self.node("Mul", [forward, backward])
-        return self.node("Squeeze", [product, axes])
-
 
 def _onnx_weights(layer: Recurrent):
     """Keras (input, gates*units) kernels -> ONNX W (gates*units, input), R, B = [Wb, Rb]."""
@@ -319,3 +363,74 @@ def _onnx_weights(layer: Recurrent):
         recurrent.T.astype(np.float32),
         np.concatenate([input_bias, recurrent_bias]).astype(np.float32),
     )
+
+
+class _Mask:
+    """A (batch, time) padding mask as the native recurrent operators need it.
+
+    The ONNX operators only skip steps at the end of a row (`sequence_lens`); Keras skips any
+    masked step, carrying the state over it and repeating the previous output there. So each
+    masked layer (1) gathers every row's unmasked steps to its front, in order (`compact`),
+    (2) runs the operator with `sequence_lens` = the number of unmasked steps, and (3) gathers
+    each output back to its own step (`restore`): an unmasked step t takes the operator's output
+    for it, a masked step the output of the nearest unmasked step before it in processing order
+    (after it, for a backwards direction), or zeros when there is none or the layer has
+    `zero_output_for_mask`. That is Keras's rule for masks at the start, the end or the middle
+    of a row. The index tensors are built once per mask and shared by the layers it reaches.
+    """
+
+    def __init__(self, graph: _GraphBuilder, valid: str):
+        import onnx
+
+        self.graph = graph
+        int64 = onnx.TensorProto.INT64
+        self.valid = graph.node("Transpose", [valid], "valid", perm=[1, 0])  # (time, batch) bool
+        steps = graph.node("Cast", [self.valid], to=int64)
+        # (time, batch): unmasked steps up to and including t
+        counted = graph.node("CumSum", [steps, graph.constant("axis", np.array(0, np.int64))],
+                             "counted")
+        self.lengths = graph.node("Gather", [counted, graph.constant("last", np.array(-1, np.int64))],
+                                  "lengths", axis=0)  # (batch,)
+        self.operator_lengths = graph.node("Cast", [self.lengths], "sequence_lens",
+                                           to=onnx.TensorProto.INT32)
+        time = graph.node("Gather", [graph.node("Shape", [self.valid]),
+                                     graph.constant("zero", np.array(0, np.int64))], "time")
+        one = graph.constant("one", np.array(1, np.int64))
+        # forward: step t's output is the operator's output number counted[t] - 1
+        forward = graph.node("Sub", [counted, one])
+        self.forward = (graph.node("Max", [forward, graph.constant("zero", np.array(0, np.int64))]),
+                        graph.node("Greater", [counted, graph.constant("zero", np.array(0, np.int64))]))
+        # backwards: the operator's output number counted[t] - valid[t] (the next unmasked step)
+        backward = graph.node("Sub", [counted, steps])
+        self.backward = (graph.node("Min", [backward, graph.node("Sub", [time, one])]),
+                         graph.node("Less", [backward, self.lengths]))
+        # compaction order: unmasked steps first, in time order (key valid * (time - t))
+        position = graph.node("Range", [graph.constant("zero", np.array(0, np.int64)), time, one])
+        remaining = graph.node("Unsqueeze", [graph.node("Sub", [time, position]),
+                                             graph.constant("axes", np.array([1], np.int64))])
+        key = graph.node("Cast", [graph.node("Mul", [steps, remaining])], "order_key",
+                         to=onnx.TensorProto.FLOAT)
+        count = graph.node("Reshape", [time, graph.constant("shape", np.array([1], np.int64))])
+        _, self.order = graph.node("TopK", [key, count], "order", outputs=2, axis=0, largest=1,
+                                   sorted=1)
+
+    def _gather_steps(self, values: str, index: str) -> str:
+        """values (time, batch, units) gathered along time by a (time, batch) index."""
+        graph = self.graph
+        expanded = graph.node("Expand", [
+            graph.node("Unsqueeze", [index, graph.constant("axes", np.array([2], np.int64))]),
+            graph.node("Shape", [values])])
+        return graph.node("GatherElements", [values, expanded], "gathered", axis=0)
+
+    def compact(self, values: str) -> str:
+        """Each row's unmasked steps moved to its front, in order."""
+        return self._gather_steps(values, self.order)
+
+    def restore(self, outputs: str, *, backward: bool, zero_output: bool) -> str:
+        """The operator's outputs (time, batch, units) put back at the steps Keras gives them."""
+        graph = self.graph
+        index, exists = self.backward if backward else self.forward
+        keep = self.valid if zero_output else exists
+        keep = graph.node("Unsqueeze", [keep, graph.constant("axes", np.array([2], np.int64))])
+        return graph.node("Where", [keep, self._gather_steps(outputs, index),
+                                    graph.constant("zero", np.array(0, np.float32))], "masked")

@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export._files import removed_on_failure
+from export._files import directory_lock, removed_on_failure
 
 FORMATS = ("tflite", "onnx")
+
+
+class VerificationFailed(ValueError):
+    """An exported file does not compute what the Keras model computes; `rows` holds every
+    file's `(label, ParityReport)`. None of the run's files were kept."""
+
+    def __init__(self, rows):
+        self.rows = rows
+        failed = [label for label, report in rows if not report.passed]
+        super().__init__(
+            f"{', '.join(failed)} failed verification against the Keras model, so no file of "
+            "this export was kept (see the parity table).")
 
 
 def check_formats(formats) -> None:
@@ -42,8 +54,13 @@ def export_and_verify(
 
     Returns:
         A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
-        the order written. If any export fails, the files this call already wrote are removed
-        before the error propagates, so a failed run leaves no partial set behind.
+        the order written.
+
+    Raises:
+        VerificationFailed: a file failed verification (its `rows` hold every report).
+        If any export or verification fails, the files this call already wrote are removed
+        before the error propagates, so a failed run leaves no partial set behind. The
+        directory is locked for the call: a second export into it at the same time is refused.
     """
     import numpy as np
 
@@ -56,7 +73,7 @@ def export_and_verify(
     directory.mkdir(parents=True, exist_ok=True)
     if seq_len is None and inputs is not None:
         seq_len = int(np.asarray(inputs).shape[1])
-    with removed_on_failure() as written:
+    with directory_lock(directory), removed_on_failure() as written:
         if "tflite" in formats:
             for variant in quantize:
                 suffix = "" if variant is None else f".{variant}"
@@ -68,10 +85,13 @@ def export_and_verify(
                 ))
         if "onnx" in formats:
             written.append(export_onnx(model, directory / f"{name}.onnx", metadata=metadata))
-    written = [(path.stem, path) for path in written]  # label: name[.quantize]
-    if not verify_files:
-        return written
-    return [(label, verify(model, path, inputs)) for label, path in written]
+        labelled = [(path.stem, path) for path in written]  # label: name[.quantize]
+        if not verify_files:
+            return labelled
+        rows = [(label, verify(model, path, inputs)) for label, path in labelled]
+        if not all(report.passed for _, report in rows):
+            raise VerificationFailed(rows)  # removes the files: never ship a failed one
+    return rows
 
 
 def print_parity(rows) -> bool:

@@ -11,6 +11,7 @@ and `generate` continues a prompt greedily with one, symbol by symbol.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metadata entry
 MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"
+MAX_TRANSLATION_LENGTH = 1000  # target words a translator writes at most (metadata bound)
 
 
 class ModelFileError(ValueError):
@@ -45,14 +47,14 @@ class TFLiteModel:
         self.path = Path(path)
         self.content = _read_bytes(path)
         try:
-            self.metadata = _tflite_metadata(self.content)
             self._interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
             self._interpreter.allocate_tensors()
-        except Exception as error:
+        except Exception as error:  # LiteRT raises ValueError/RuntimeError for bad files
             raise ModelFileError(
                 f"{str(self.path)!r} is not a valid .tflite model for the LiteRT interpreter: "
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
             ) from error
+        self.metadata = _tflite_metadata(self.content, self.path)
         signatures = self._interpreter.get_signature_list()
         if signatures:  # named inputs and outputs (step models and newer exports)
             runner = self._interpreter.get_signature_runner(next(iter(signatures)))
@@ -71,6 +73,8 @@ class TFLiteModel:
         self.inputs = {name: (tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]))
                        for name, detail in self._inputs.items()}
         self.output_names = list(self._outputs)
+        self.output_shapes = {name: tuple(int(d) for d in detail["shape"])
+                              for name, detail in self._outputs.items()}
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
@@ -78,7 +82,8 @@ class TFLiteModel:
         if self._stateful:
             self._interpreter.reset_all_variables()
         self._interpreter.set_tensor(self._input["index"], inputs)
-        self._interpreter.invoke()
+        with _runtime_errors(self.path):
+            self._interpreter.invoke()
         return np.array(self._interpreter.get_tensor(self._output["index"]))
 
     def run_named(self, feeds: dict, *, check: bool = True) -> dict:
@@ -89,7 +94,8 @@ class TFLiteModel:
             set_tensor(detail["index"], value)
         if self._stateful:
             self._interpreter.reset_all_variables()
-        self._interpreter.invoke()
+        with _runtime_errors(self.path):
+            self._interpreter.invoke()
         get_tensor = self._interpreter.get_tensor
         return {name: np.array(get_tensor(detail["index"]))
                 for name, detail in self._outputs.items()}
@@ -117,7 +123,7 @@ class ONNXModel:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
-        options.log_severity_level = 3
+        options.log_severity_level = 4  # errors reach the caller as ValueError instead
         try:
             self._session = onnxruntime.InferenceSession(
                 content, options, providers=["CPUExecutionProvider"]
@@ -127,7 +133,12 @@ class ONNXModel:
                 f"{str(self.path)!r} is not a valid .onnx model for ONNX Runtime: "
                 f"{str(error).splitlines()[0]}"
             ) from error
-        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        try:
+            metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+        except UnicodeDecodeError as error:
+            raise ModelFileError(
+                f"{str(self.path)!r}: its metadata_props are not valid UTF-8 ({error}).") from None
+        self.metadata = checked_metadata(metadata, self.path)
         self.inputs = {
             item.name: (tuple(d if isinstance(d, int) else None for d in item.shape),
                         np.dtype(np.int32 if "int32" in item.type else
@@ -137,17 +148,21 @@ class ONNXModel:
         self._input_name = MAIN_INPUT if MAIN_INPUT in self.inputs else next(iter(self.inputs))
         self.input_shape, self.input_dtype = self.inputs[self._input_name]
         self.output_names = [item.name for item in self._session.get_outputs()]
+        self.output_shapes = {item.name: tuple(d if isinstance(d, int) else None for d in item.shape)
+                              for item in self._session.get_outputs()}
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch of any size and length."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
-        return self._session.run(None, {self._input_name: inputs})[0]
+        with _runtime_errors(self.path):
+            return self._session.run(None, {self._input_name: inputs})[0]
 
     def run_named(self, feeds: dict, *, check: bool = True) -> dict:
         """Runs a file with several named inputs; returns every output by name."""
         if check:
             feeds = {name: _feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
-        return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
+        with _runtime_errors(self.path):
+            return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
 
 
 def load(path, *, num_threads: int = 1):
@@ -215,12 +230,11 @@ def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:
     Returns:
         The prompt followed by the generated symbols, decoded as `Vocabulary.decode` does.
     """
-    from export.metadata import vocabulary_from_metadata
-
     if not isinstance(step_model, StepModel):
         step_model = StepModel(step_model)
     if vocabulary is None:
-        vocabulary = vocabulary_from_metadata(step_model.metadata)
+        vocabulary = vocabulary_field(step_model.metadata, "vocabulary", step_model.path,
+                                      required=False)
         if vocabulary is None:
             raise ValueError(
                 f"{step_model.path.name} stores no vocabulary: pass vocabulary= or export "
@@ -228,6 +242,7 @@ def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:
             )
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError(f"`length` must be an integer >= 0, got {length!r}.")
+    check_vocabulary_size(step_model.model, MAIN_OUTPUT, vocabulary, "vocabulary")
     ids = [int(i) for i in vocabulary.encode(prompt)]
     if not step_model.takes_ids and step_model.input_shape[-1] != len(vocabulary):
         raise ValueError(
@@ -260,8 +275,6 @@ class Translator:
     ENCODER_TENSORS = ("encoder_outputs", "encoder_keys", "source_mask")
 
     def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1):
-        from keras_rnn.vocab import Vocabulary
-
         self.encoder = load(encoder_path, num_threads=num_threads)
         self.decoder = StepModel(decoder_path, num_threads=num_threads)
         metadata = self.decoder.metadata
@@ -270,9 +283,11 @@ class Translator:
                 f"{str(self.decoder.path)!r} carries no vocabularies: write the files with "
                 "export.seq2seq.export_translator."
             )
-        self.source = Vocabulary.from_json(metadata["source_vocabulary"])
-        self.target = Vocabulary.from_json(metadata["vocabulary"])
-        self.max_length = int(metadata.get("max_length", 20))
+        self.source = vocabulary_field(metadata, "source_vocabulary", self.decoder.path)
+        self.target = vocabulary_field(metadata, "vocabulary", self.decoder.path)
+        self.max_length = metadata_int(metadata, "max_length", 20, self.decoder.path,
+                                       low=1, high=MAX_TRANSLATION_LENGTH)
+        check_vocabulary_size(self.decoder.model, MAIN_OUTPUT, self.target, "vocabulary")
         if "source" not in self.encoder.inputs:
             raise ModelFileError(f"{str(self.encoder.path)!r} is not a seq2seq encoder.")
         self.source_len = self.encoder.inputs["source"][0][1]  # None: any length (ONNX)
@@ -331,16 +346,78 @@ def _has_variable_tensors(content: bytes) -> bool:
     return any(tensor.IsVariable() for tensor in _tflite_tensors(content))
 
 
-def _tflite_metadata(content: bytes) -> dict:
+def _tflite_metadata(content: bytes, path) -> dict:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(content, 0)
     for index in range(model.MetadataLength()):
         entry = model.Metadata(index)
-        if entry.Name() and entry.Name().decode() == TFLITE_METADATA_NAME:
-            data = model.Buffers(entry.Buffer()).DataAsNumpy()
-            return json.loads(bytes(data).decode())
+        if entry.Name() and entry.Name().decode(errors="replace") == TFLITE_METADATA_NAME:
+            data = bytes(model.Buffers(entry.Buffer()).DataAsNumpy())
+            try:
+                metadata = json.loads(data.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as error:
+                raise ModelFileError(
+                    f"{str(path)!r}: its {TFLITE_METADATA_NAME!r} metadata is not UTF-8 JSON "
+                    f"({error}).") from None
+            return checked_metadata(metadata, path)
     return {}
+
+
+def vocabulary_field(metadata: dict, key: str, path, *, required: bool = True):
+    """The `keras_rnn.Vocabulary` in a metadata field, or None when absent and not required."""
+    from keras_rnn.vocab import Vocabulary
+
+    if key not in metadata:
+        if not required:
+            return None
+        raise ModelFileError(f"{str(path)!r} carries no {key!r} in its metadata.")
+    try:
+        return Vocabulary.from_json(metadata[key])
+    except ValueError as error:
+        raise ModelFileError(f"{str(path)!r}: metadata field {key!r}: {error}") from None
+
+
+def check_vocabulary_size(model, output: str, vocabulary, key: str) -> None:
+    """A vocabulary decodes an output only if it has one symbol per output unit."""
+    units = model.output_shapes.get(output, (None,))[-1]
+    if units is not None and units != len(vocabulary):
+        raise ModelFileError(
+            f"{str(model.path)!r}: output {output!r} has {units} units but the {key!r} in its "
+            f"metadata has {len(vocabulary)} symbols; the file and its vocabulary do not belong "
+            "together.")
+
+
+def checked_metadata(metadata, path) -> dict:
+    """Metadata read from a file must be string keys and string values (what the exporters
+    write); anything else is a ModelFileError naming the file and the field."""
+    if not isinstance(metadata, dict):
+        raise ModelFileError(
+            f"{str(path)!r}: its metadata must be a JSON object of strings; got "
+            f"{type(metadata).__name__}.")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise ModelFileError(
+                f"{str(path)!r}: metadata field {key!r} must be a string; got "
+                f"{type(value).__name__}.")
+    return dict(metadata)
+
+
+def metadata_int(metadata: dict, key: str, default: int, path, *, low: int, high: int) -> int:
+    """An integer field of a file's metadata, bounded: a file someone else wrote cannot make a
+    loop run for minutes or allocate without limit."""
+    text = metadata.get(key)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ModelFileError(
+            f"{str(path)!r}: metadata field {key!r} must be an integer; got {text!r}.") from None
+    if not low <= value <= high:
+        raise ModelFileError(
+            f"{str(path)!r}: metadata field {key!r} is {value}; expected {low} to {high}.")
+    return value
 
 
 def _feed(feeds: dict, name: str, spec, path) -> np.ndarray:
@@ -357,6 +434,12 @@ def _checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") 
             f"{Path(path).name} expects {name} of rank {len(expected_shape)} "
             f"{_shape_text(expected_shape)}; got shape {inputs.shape}."
         )
+    if 0 in inputs.shape:
+        # ONNX Runtime aborts the whole process on an empty batch or time axis in its RNN
+        # kernels: refuse it here, before the runtime sees it.
+        raise ValueError(
+            f"{Path(path).name} got {name} of shape {inputs.shape}, with an empty axis: give at "
+            "least one row of at least one step.")
     for got, want in zip(inputs.shape, expected_shape):
         if want is not None and got != want:
             raise ValueError(
@@ -364,13 +447,31 @@ def _checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") 
                 f"{inputs.shape}. A .tflite file has a fixed batch and length: re-export with "
                 "batch_size=/seq_len=, or feed that shape."
             )
+    if inputs.dtype.kind not in "biuf":
+        raise ValueError(f"{Path(path).name} expects numbers for {name}; got {inputs.dtype} "
+                         "values.")
     if np.issubdtype(dtype, np.integer):
         if not np.issubdtype(inputs.dtype, np.integer):
             raise ValueError(
                 f"{Path(path).name} expects integer token ids for {name}; got {inputs.dtype} "
                 "values."
             )
+        if inputs.min() < 0:  # ONNX Gather would read negative ids from the end of the table
+            raise ValueError(f"{Path(path).name} got a negative token id ({inputs.min()}) for "
+                             f"{name}; ids start at 0.")
     return np.ascontiguousarray(inputs, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _runtime_errors(path):
+    """A runtime's own failure on an input (an id outside the vocabulary, say) as a ValueError
+    that names the file."""
+    try:
+        yield
+    except Exception as error:  # LiteRT raises RuntimeError, ONNX Runtime its own pybind errors
+        lines = str(error).strip().splitlines()
+        raise ValueError(f"{Path(path).name} could not run on this input: "
+                         f"{lines[-1] if lines else type(error).__name__}") from error
 
 
 def _shape_text(shape) -> str:

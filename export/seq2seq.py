@@ -156,7 +156,7 @@ def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     graph = _GraphBuilder(structure, opset)
     float_type = onnx.TensorProto.FLOAT
     is_padding = graph.node("Equal", [SOURCE_NAME, graph.constant("zero", np.array(0, np.int32))])
-    lengths, _ = graph.padding_from(is_padding)
+    lengths = graph.sequence_lengths(is_padding)
     embedded = graph.node("Gather", [graph.constant("embeddings", parts.source_embedding.table),
                                      SOURCE_NAME], "embedded", axis=0)
     time_major = graph.node("Transpose", [embedded], "time_major", perm=[1, 0, 2])

@@ -260,6 +260,9 @@ def _resolve_seq_len(structure, seq_len, *, unrolled: bool = True):
 
 
 def _calibration_batches(structure, data, batch_size: int, seq_len: int):
+    """Checks the int8 calibration data, then yields it in the file's fixed batches. Every
+    check runs before conversion: the converter's calibrator ends the whole process
+    (segfault) on non-finite ranges instead of raising."""
     data = np.asarray(data)
     expected = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
     if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected:
@@ -267,6 +270,25 @@ def _calibration_batches(structure, data, batch_size: int, seq_len: int):
             f"representative_data has shape {data.shape}; expected (n, "
             f"{', '.join(map(str, expected))}) matching the exported input."
         )
+    if len(data) == 0:
+        raise ValueError(f"representative_data has shape {data.shape}: no rows to calibrate on.")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"representative_data holds {data.dtype} values; expected numbers.")
+    if structure.takes_ids and data.dtype.kind == "f":
+        raise ValueError("representative_data must be integer token ids for this model; got "
+                         f"{data.dtype} values.")
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise ValueError(
+            f"representative_data holds {bad} NaN or infinite values; int8 ranges need finite "
+            "calibration data. Remove or replace those values.")
+    if structure.takes_ids:
+        vocabulary = next(layer.table.shape[0] for layer in structure.layers
+                          if isinstance(layer, Embedding))
+        if data.min() < 0 or data.max() >= vocabulary:
+            raise ValueError(
+                f"representative_data holds ids from {data.min()} to {data.max()}; the model's "
+                f"Embedding takes 0 to {vocabulary - 1}.")
     dtype = np.int32 if structure.takes_ids else np.float32
 
     def batches():
@@ -360,8 +382,11 @@ def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_sta
     output = zeros
     outputs = []
     order = range(timesteps - 1, -1, -1) if layer.go_backwards else range(timesteps)
+    # One constant per weight however many steps use it: a constant made inside the loop is
+    # copied into the graph once per step (a 512-unit LSTM at 1000 steps: 4 GB of GraphDef).
+    weights = _recurrent_constants(layer)
     for t in order:
-        new_h, new_c = _cell_step(layer, projected[t], h, c)
+        new_h, new_c = _cell_step(layer, projected[t], h, c, weights)
         if mask_steps is None:
             output, h, c = new_h, new_h, new_c
         else:
@@ -381,33 +406,47 @@ def _input_bias(layer: Recurrent):
     return layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
 
 
-def _cell_step(layer: Recurrent, x_t, h, c):
-    """One step of the cell from the projected input `x_t = x @ kernel + input bias`:
-    returns the new `(h, c)` (`c` passes through unchanged for SimpleRNN and GRU)."""
+def _recurrent_constants(layer: Recurrent) -> dict:
+    """The recurrent weights of one layer as TF constants, made once and shared by every step."""
     import tensorflow as tf
 
     units = layer.units
-    recurrent_kernel = tf.constant(layer.recurrent_kernel)
+    if layer.cell == "gru" and not layer.reset_after:
+        # the candidate's recurrent matmul runs on r * h, after the gates: two matrices
+        return {"gates": tf.constant(layer.recurrent_kernel[:, : 2 * units]),
+                "candidate": tf.constant(layer.recurrent_kernel[:, 2 * units:])}
+    weights = {"kernel": tf.constant(layer.recurrent_kernel)}
+    if layer.cell == "gru":
+        weights["bias"] = tf.constant(layer.bias[1])
+    return weights
+
+
+def _cell_step(layer: Recurrent, x_t, h, c, weights: dict | None = None):
+    """One step of the cell from the projected input `x_t = x @ kernel + input bias`:
+    returns the new `(h, c)` (`c` passes through unchanged for SimpleRNN and GRU).
+    `weights`: the layer's `_recurrent_constants`, shared across steps."""
+    import tensorflow as tf
+
+    weights = weights or _recurrent_constants(layer)
     act = lambda x: _activation(layer.activation, x)  # noqa: E731
     gate = lambda x: _activation(layer.recurrent_activation, x)  # noqa: E731
     if layer.cell == "simple_rnn":
-        return act(x_t + tf.matmul(h, recurrent_kernel)), c
+        return act(x_t + tf.matmul(h, weights["kernel"])), c
     if layer.cell == "lstm":
-        z = x_t + tf.matmul(h, recurrent_kernel)  # (batch, 4 * units)
+        z = x_t + tf.matmul(h, weights["kernel"])  # (batch, 4 * units)
         i, f, g, o = tf.split(z, 4, axis=1)
         new_c = gate(f) * c + gate(i) * act(g)
         return gate(o) * act(new_c), new_c
     x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
     if layer.reset_after:
-        inner = tf.matmul(h, recurrent_kernel) + tf.constant(layer.bias[1])
+        inner = tf.matmul(h, weights["kernel"]) + weights["bias"]  # (batch, 3 * units)
         h_z, h_r, h_h = tf.split(inner, 3, axis=1)
         z, r = gate(x_z + h_z), gate(x_r + h_r)
         candidate = act(x_h + r * h_h)
     else:
-        inner = tf.matmul(h, tf.constant(layer.recurrent_kernel[:, : 2 * units]))
-        h_z, h_r = tf.split(inner, 2, axis=1)
+        h_z, h_r = tf.split(tf.matmul(h, weights["gates"]), 2, axis=1)
         z, r = gate(x_z + h_z), gate(x_r + h_r)
-        candidate = act(x_h + tf.matmul(r * h, tf.constant(layer.recurrent_kernel[:, 2 * units:])))
+        candidate = act(x_h + tf.matmul(r * h, weights["candidate"]))
     return z * h + (1.0 - z) * candidate, c
 
 

@@ -236,9 +236,37 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
-        data = json.loads(text)
-        return cls(tuple(data["symbols"]), level=data.get("level", "char"))
+    def from_json(cls, text) -> "Vocabulary":
+        """The vocabulary `to_json` wrote.
+
+        Raises:
+            ValueError: for text that is not that JSON object (naming what is wrong), so a
+                vocabulary read from a file someone else wrote never fails obscurely.
+        """
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"Vocabulary JSON is not valid UTF-8: {error}.") from None
+        if not isinstance(text, str):
+            raise ValueError(f"Vocabulary JSON must be text; got {type(text).__name__}.")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"Vocabulary JSON is not valid JSON: {error}.") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"Vocabulary JSON must be an object with 'symbols' (a list of strings); got "
+                f"{type(data).__name__}. Write it with Vocabulary.to_json().")
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+            raise ValueError(
+                "Vocabulary JSON needs 'symbols': a list of strings; got "
+                f"{_shorten(repr(symbols))}. Write it with Vocabulary.to_json().")
+        level = data.get("level", "char")
+        if not isinstance(level, str):
+            raise ValueError(f"Vocabulary JSON 'level' must be 'char' or 'word'; got {level!r}.")
+        return cls(tuple(symbols), level=level)
 
 
 def _shorten(text, limit: int = 60) -> str:

@@ -1,6 +1,7 @@
 """Export to TFLite and ONNX, verified in the real runtimes (LiteRT, ONNX Runtime)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -240,24 +241,57 @@ def test_bad_output_paths(tmp_path, bad_path, message):
         export_onnx(model, tmp_path / bad_path)
 
 
-def test_unwritable_directory_leaves_no_file(tmp_path):
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch, failing):
+    """A disk that fails mid-write (fsync) or at the rename: a ValueError, and neither the
+    target nor the temporary file stays (root may write anywhere, so the failure is made)."""
+    import errno
     import os
 
-    if os.geteuid() == 0:
-        target = Path("/proc/keras_rnn_test.onnx")  # not writable even for root
-    else:
-        target = tmp_path / "locked" / "m.onnx"
-        target.parent.mkdir()
-        target.parent.chmod(0o500)
+    def fail(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
     model = build_model(cell="gru", input_size=3, hidden_size=2, seq_len=4)
-    with pytest.raises(ValueError, match="Cannot write|not writable|does not exist"):
-        export_onnx(model, target)
-    assert not target.exists()
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(ValueError, match="Cannot write .*No space left"):
+        export_onnx(model, tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_killed_write_leaves_one_reusable_temporary_file(tmp_path):
+    from export._files import write_atomic
+
+    stale = tmp_path / ".m.onnx.partial"  # what a SIGKILL mid-write leaves
+    stale.write_bytes(b"half a model")
+    write_atomic(tmp_path / "m.onnx", b"whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
+    assert (tmp_path / "m.onnx").read_bytes() == b"whole"
+
+
+def test_two_writers_of_one_path_or_directory_cannot_both_succeed(tmp_path):
+    import fcntl
+    import os
+
+    from export._files import directory_lock, write_atomic
+
+    partial = tmp_path / ".m.onnx.partial"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(descriptor, fcntl.LOCK_EX)  # another process mid-write
+    try:
+        with pytest.raises(ValueError, match="Another process is writing"):
+            write_atomic(tmp_path / "m.onnx", b"mine")
+        assert partial.exists() and not (tmp_path / "m.onnx").exists()
+    finally:
+        os.close(descriptor)
+    with directory_lock(tmp_path):
+        with pytest.raises(ValueError, match="Another export is writing into"):
+            with directory_lock(tmp_path):
+                pass
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
-    """Atomic writes go through a 0600 temporary file; the result must be readable like a
-    file written with open(): 0666 minus the umask."""
+    """The result of an atomic write must be readable like a file written with open(): 0666
+    minus the umask."""
     import os
 
     from export._files import write_atomic
@@ -348,7 +382,7 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
     corrupt = tmp_path / "corrupt.keras"
     corrupt.write_bytes(b"PK\x03\x04 truncated zip")
     bad = _cli(corrupt, "--out", tmp_path / "o2", cwd=ROOT)
-    assert bad.returncode == 2 and "Cannot load" in bad.stderr
+    assert bad.returncode == 2 and "is not a .keras archive" in bad.stderr
     # one error line (TensorFlow's own C++ start-up logging may precede it on stderr)
     assert [line for line in bad.stderr.splitlines() if line.startswith("error:")] == [
         bad.stderr.strip().splitlines()[-1]]
@@ -437,3 +471,77 @@ def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
     x = np.random.default_rng(1).normal(size=(1, long, 6)).astype(np.float32)
     assert_outputs_close("1200 steps, WHILE", load(path).run(x), np.asarray(model(x)),
                          TFLITE_TOLERANCE)
+
+
+@pytest.fixture(scope="module")
+def saved_sentiment(tmp_path_factory, sentiment_results):
+    result = sentiment_results["gru"]
+    directory = tmp_path_factory.mktemp("cli")
+    result["model"].save(directory / "s.keras")
+    return directory / "s.keras", result
+
+
+def _bad_npy(tmp_path, array):
+    path = tmp_path / "calibration.npy"
+    np.save(path, array)
+    return path
+
+
+@pytest.mark.parametrize("make_arguments, message", [
+    (lambda d, x: ["--calibration", _bad_npy(d, x[0])], r"shape \(10,\); expected \(n, steps\)"),
+    (lambda d, x: ["--calibration", _bad_npy(d, np.float32(1))], r"shape \(\); expected"),
+    (lambda d, x: ["--calibration", _bad_npy(d, x[:0])], r"shape \(0, 10\); expected"),
+    (lambda d, x: ["--calibration", d / "missing.npy"], "does not exist"),
+    (lambda d, x: ["--calibration", d / "s.keras"], "must hold one numeric array"),  # a zip
+    (lambda d, x: ["--calibration", d / "vocabulary.json"], "not a readable .npy"),
+])
+def test_command_line_refuses_bad_calibration_in_one_line(tmp_path, saved_sentiment, capsys,
+                                                          make_arguments, message):
+    from export.__main__ import main
+
+    model_path, result = saved_sentiment
+    (tmp_path / "s.keras").write_bytes(model_path.read_bytes())
+    (tmp_path / "vocabulary.json").write_text('{"symbols": ["a"]}')
+    arguments = make_arguments(tmp_path, result["x"])
+    code = main([str(model_path), "--to", "tflite", "--quantize", "int8", "--out",
+                 str(tmp_path / "out"), *map(str, arguments)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and error[0].startswith("error:"), error
+    assert re.search(message, error[0]), error[0]
+    assert not list((tmp_path / "out").glob("*.tflite"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]", "must be an object"), ("null", "must be an object"),
+    ('{"level": "char"}', "needs 'symbols'"), ('{"symbols": [1, 2]}', "needs 'symbols'"),
+    ("{not json", "not valid JSON"),
+])
+def test_command_line_refuses_a_bad_vocabulary_in_one_line(tmp_path, saved_sentiment, capsys,
+                                                           text, message):
+    from export.__main__ import main
+
+    model_path, _ = saved_sentiment
+    vocabulary = tmp_path / "vocabulary.json"
+    vocabulary.write_text(text)
+    code = main([str(model_path), "--to", "onnx", "--vocabulary", str(vocabulary), "--out",
+                 str(tmp_path / "out")])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0], error
+
+
+def test_python_layers_load_only_when_the_user_trusts_them(tmp_path, capsys):
+    import keras
+
+    from export.__main__ import main
+
+    model = keras.Sequential([keras.Input((4, 3)), keras.layers.Lambda(lambda x: x * 2.0),
+                              keras.layers.GRU(2)])
+    model.save(tmp_path / "lambda.keras")
+    code = main([str(tmp_path / "lambda.keras"), "--to", "onnx", "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert code == 2 and "--trust-python-layers" in error and "safe_mode" not in error
+    # trusted, it loads; then the exporter names the layer it cannot export
+    code = main([str(tmp_path / "lambda.keras"), "--to", "onnx", "--out", str(tmp_path),
+                 "--trust-python-layers"])
+    error = capsys.readouterr().err
+    assert code == 2 and "Lambda" in error and "--trust-python-layers" not in error

@@ -10,9 +10,9 @@ Run:  python examples/char_sequence.py [--cell gru] [--export out/]
 
 import argparse
 
+from export.pipeline import export_lecture_model, print_summary
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")

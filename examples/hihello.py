@@ -6,14 +6,15 @@ The lecture's first character model (S1 lab 12-1, P2 lab 11-1). Two variants:
   directly as logits, Adam 0.1, 100 steps. tanh bounds those logits to [-1, 1], so the model
   cannot be confident; the PyTorch lecture itself ends on `ilello`.
 
-Run:  python examples/hihello.py [--cell lstm] [--export out/]
+Run:  python examples/hihello.py [--cell lstm] [--export out/] [--save models/]
 """
 
 import argparse
+from pathlib import Path
 
+from export.pipeline import export_lecture_model, print_summary
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -42,18 +43,22 @@ def run(cell: str, variant: str = "dense", *, steps: int | None = None, verbose:
         cell=cell, input_size=size, hidden_size=size, seq_len=x.shape[1],
         output_size=size if variant == "dense" else None, name=f"hihello_{cell}_{variant}",
     )
+    if verbose and variant == "dense":
+        model.summary()
     target = datasets.HIHELLO[1]
-    first_correct = None
+    steps = steps or STEPS[variant]
+    first_correct = shown = None
 
     def report(step, loss, predictions):
-        nonlocal first_correct
+        nonlocal first_correct, shown
         text = decode_predictions(vocabulary, predictions)[0]
         if text == target and first_correct is None:
             first_correct = step
-        if verbose:
+        if verbose and (text != shown or step == steps):  # the prediction as it changes
             print(f"{cell:>10} {variant:>6} step {step:3d}  loss {loss:.4f}  prediction: {text}")
+            shown = text
 
-    train(model, x, y, epochs=steps or STEPS[variant], learning_rate=LEARNING_RATE,
+    train(model, x, y, epochs=steps, learning_rate=LEARNING_RATE,
           from_logits=variant == "logits", report=report)
     final = decode_predictions(vocabulary, model.predict_on_batch(x))[0]
     return {"model": model, "vocabulary": vocabulary, "x": x, "prediction": final,
@@ -66,6 +71,8 @@ def main():
     parser.add_argument("--variant", choices=("dense", "logits", "both"), default="both")
     parser.add_argument("--export", metavar="DIR", help="export the dense models to TFLite "
                         "and ONNX in DIR and print the parity table")
+    parser.add_argument("--save", metavar="DIR", help="save each trained dense model as "
+                        "DIR/hihello_CELL.keras (then: python -m export DIR/hihello_gru.keras)")
     args = parser.parse_args()
     variants = ("dense", "logits") if args.variant == "both" else (args.variant,)
     rows, parity_rows = [], []
@@ -74,6 +81,9 @@ def main():
             result = run(cell, variant)
             rows.append((cell, variant, STEPS[variant], result["prediction"],
                          result["first_correct"] or "never"))
+            if args.save and variant == "dense":
+                Path(args.save).mkdir(parents=True, exist_ok=True)
+                result["model"].save(Path(args.save) / f"hihello_{cell}.keras")
             if args.export and variant == "dense":
                 parity_rows += export_lecture_model(result, args.export, f"hihello_{cell}",
                                                     task="hihello")

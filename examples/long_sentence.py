@@ -14,9 +14,9 @@ import argparse
 
 import numpy as np
 
+from export.pipeline import export_lecture_model, print_summary
 from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
-from export.pipeline import export_lecture_model, print_summary
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")

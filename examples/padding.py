@@ -15,8 +15,8 @@ import argparse
 
 import numpy as np
 
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything
 from export.pipeline import export_and_verify, print_summary
+from keras_rnn import Vocabulary, build_model, datasets, seed_everything
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")

@@ -12,8 +12,8 @@ Run:  python examples/pos_tagging.py [--cell gru] [--bidirectional] [--export ou
 
 import argparse
 
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from export.pipeline import export_lecture_model, print_summary
+from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")

@@ -11,8 +11,8 @@ import argparse
 
 import numpy as np
 
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 from export.pipeline import export_lecture_model, print_summary
+from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")

@@ -22,7 +22,6 @@ import argparse
 import io
 from pathlib import Path
 
-
 from export._files import write_atomic
 from keras_rnn import datasets, seed_everything, train
 from keras_rnn.seq2seq import attention_weights, build_seq2seq, translate, translation_data
@@ -158,7 +157,7 @@ def main():
                 print(f"{args.translate!r} -> "
                       f"{' '.join(translate(result['model'], result['data'], args.translate))}")
             except ValueError as error:
-                raise SystemExit(f"error: {error}")
+                raise SystemExit(f"error: {error}") from None
         if args.export:
             exported += decode_exported(result, args.export)
     print()

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_rnn import build_model, datasets, seed_everything, train
 from export.pipeline import export_lecture_model, print_summary
+from keras_rnn import build_model, datasets, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -108,7 +108,7 @@ def main():
         try:
             result = run(cell, csv=args.csv, plot_dir=args.plot_dir)
         except ValueError as error:
-            raise SystemExit(f"error: {error}")
+            raise SystemExit(f"error: {error}") from None
         rows.append((cell, STEPS, f"{result['train_mse']:.5f}", f"{result['test_rmse']:.4f}",
                      f"{result['naive_rmse']:.4f}", result["plot"]))
         if args.export:

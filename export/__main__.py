@@ -13,8 +13,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out
-
 MAX_BATCH_SIZE = 4096  # a fixed TFLite batch beyond this is a typo, not a device's batch
 
 
@@ -61,13 +59,12 @@ def main(argv=None) -> int:
     if args.verify:
         print_parity(rows)
         return 0
-    for label, path in rows:
+    for _, path in rows:
         print(f"wrote {path} ({Path(path).stat().st_size} bytes)")
     return 0
 
 
 def _run(args):
-    import numpy as np
 
     model_path = Path(args.model)
     if model_path.suffix != ".keras":
@@ -81,7 +78,7 @@ def _run(args):
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"Cannot create output directory {args.out!r}: {error.strerror}.")
+        raise ValueError(f"Cannot create output directory {args.out!r}: {error.strerror}.") from None
     if not os.access(out, os.W_OK | os.X_OK):
         raise ValueError(f"Output directory {args.out!r} is not writable.")
     quantize = [None if q == "none" else q for q in args.quantize]
@@ -141,6 +138,9 @@ def _load_calibration(path):
 def _load_model(model_path: Path, *, trust_python_layers: bool):
     import zipfile
 
+    from keras_rnn.quiet import load_tensorflow
+
+    load_tensorflow()
     import keras
 
     if not zipfile.is_zipfile(model_path):

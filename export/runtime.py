@@ -44,11 +44,15 @@ class TFLiteModel:
     def __init__(self, path, *, num_threads: int = 1):
         from ai_edge_litert.interpreter import Interpreter
 
+        from keras_rnn.quiet import native_stderr_silenced
+
         self.path = Path(path)
         self.content = _read_bytes(path)
         try:
-            self._interpreter = Interpreter(model_content=self.content, num_threads=num_threads)
-            self._interpreter.allocate_tensors()
+            with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
+                self._interpreter = Interpreter(model_content=self.content,
+                                                num_threads=num_threads)
+                self._interpreter.allocate_tensors()
         except Exception as error:  # LiteRT raises ValueError/RuntimeError for bad files
             raise ModelFileError(
                 f"{str(self.path)!r} is not a valid .tflite model for the LiteRT interpreter: "

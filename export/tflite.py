@@ -19,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from export._files import check_writable, write_atomic
 from export.runtime import TFLITE_METADATA_NAME
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
     Activation,
     Bidirectional,
@@ -113,11 +115,12 @@ def build_tflite(
             "quantize='int8' needs representative_data: a few inputs shaped like the model's "
             "(the training data is a good choice) to calibrate the integer ranges."
         )
-    import tensorflow as tf
-
+    tf = load_tensorflow()
     if form == "unrolled":
-        function = _inference_function(structure, batch_size, seq_len)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+        holder = tf.Module()  # a trackable owner: the converter's current, documented path
+        holder.function = _inference_function(structure, batch_size, seq_len)
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [holder.function.get_concrete_function()], holder)
     else:
         converter = tf.lite.TFLiteConverter.from_keras_model(
             _fixed_shape_model(model, structure, batch_size, seq_len, form))
@@ -132,12 +135,7 @@ def build_tflite(
         converter.representative_dataset = _calibration_batches(
             structure, representative_data, batch_size, seq_len
         )
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # from_keras_model prints its SavedModel
-            flatbuffer = converter.convert()
-    except Exception as error:  # the converter raises ConverterError and others
-        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
-    check_builtin_only(flatbuffer, structure)
+    flatbuffer = _convert(converter, structure)
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
         raise TFLiteConversionError(
             "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
@@ -316,7 +314,7 @@ def _inference_function(structure, batch_size: int, seq_len: int):
     def inference(inputs):
         return {"outputs": _forward(structure, inputs)}
 
-    return inference.get_concrete_function()
+    return inference
 
 
 def _forward(structure, inputs):
@@ -476,9 +474,19 @@ def convert_function(function, input_signature, structure) -> bytes:
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [holder.function.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return _convert(converter, structure)
+
+
+def _convert(converter, structure) -> bytes:
+    """Runs the converter without its terminal output (its settings printed from C++, the
+    SavedModel summary of `from_keras_model`, the int8 statistics warning), then refuses any
+    Flex or custom op in the result."""
     try:
-        flatbuffer = converter.convert()
-    except Exception as error:
+        with (native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()),
+              warnings.catch_warnings()):
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            flatbuffer = converter.convert()
+    except Exception as error:  # the converter raises ConverterError and others
         raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
     check_builtin_only(flatbuffer, structure)
     return flatbuffer

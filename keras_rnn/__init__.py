@@ -1,12 +1,32 @@
 """The RNN lectures (vanilla RNN, LSTM, GRU) rebuilt in Keras 3.
 
-Importing this package does not import TensorFlow: `build_model`, `train` and friends import
-Keras when called, so `keras_rnn.Vocabulary` also serves TF-free code on a device.
+The public names load their module on first use (PEP 562): code on a device that reads a
+`keras_rnn.Vocabulary` from an exported file loads neither the model nor the training code,
+and `build_model`, `train` and friends import Keras only when called.
 """
 
-from keras_rnn import datasets
-from keras_rnn.models import RNNConfig, build_model
-from keras_rnn.train import seed_everything, train
-from keras_rnn.vocab import Vocabulary
+import importlib
 
-__all__ = ["build_model", "datasets", "RNNConfig", "seed_everything", "train", "Vocabulary"]
+_EXPORTS = {
+    "build_model": "keras_rnn.models",
+    "datasets": "keras_rnn.datasets",
+    "RNNConfig": "keras_rnn.models",
+    "seed_everything": "keras_rnn.training",
+    "train": "keras_rnn.training",
+    "Vocabulary": "keras_rnn.vocab",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_rnn' has no attribute {name!r}")
+    module = importlib.import_module(_EXPORTS[name])
+    value = module if name == "datasets" else getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

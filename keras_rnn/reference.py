@@ -176,9 +176,13 @@ def run_model(model, x: np.ndarray) -> np.ndarray:
     """Runs a Keras model's layers with the lecture equations: should equal `model(x)`.
 
     Example:
+        >>> from keras_rnn import build_model
         >>> model = build_model(cell="gru", input_size=5, hidden_size=8, output_size=5)
-        >>> run_model(model, x).shape   # x: (batch, timesteps, 5)
-        (batch, timesteps, 5)
+        >>> x = np.random.default_rng(0).normal(size=(2, 3, 5)).astype(np.float32)
+        >>> run_model(model, x).shape   # (batch, timesteps, classes)
+        (2, 3, 5)
+        >>> bool(np.abs(run_model(model, x) - np.asarray(model(x))).max() < 1e-5)
+        True
     """
     return run_structure(read_model(model), x)
 

@@ -1,5 +1,6 @@
 """Every lecture example reaches the lecture's result, for every cell."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,11 @@ def test_an_example_runs_as_a_learner_runs_it(tmp_path):
         capture_output=True, text=True, cwd=ROOT, timeout=600,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert completed.returncode == 0, completed.stderr[-2000:]
+    # a quiet terminal: no TensorFlow/LiteRT log line and no warning, on either stream
+    assert completed.stderr == "", completed.stderr[-2000:]
+    noise = [line for line in completed.stdout.splitlines()
+             if re.match(r"[IWE]\d{4} |WARNING|INFO:|.*Warning:", line)]
+    assert noise == [], noise
     assert "prediction: ihello" in completed.stdout
     assert completed.stdout.count("PASS") == 2 and "FAIL" not in completed.stdout
     assert sorted(p.name for p in tmp_path.glob("hihello_gru.*")) == [

@@ -77,3 +77,46 @@ def test_bad_arguments_say_what_was_received(arguments, message):
 def test_unknown_keyword_is_a_type_error():
     with pytest.raises(TypeError, match="unknown arguments \\['hiden_size'\\]"):
         build_model(hiden_size=3)
+
+
+def test_train_passes_callbacks_and_validation_data_to_fit():
+    import keras
+
+    from keras_rnn import seed_everything, train
+
+    seed_everything(0)
+    model = build_model(cell="gru", input_size=5, hidden_size=4, output_size=5, seq_len=6)
+    x = np.eye(5, dtype=np.float32)[np.array([[1, 2, 1, 0, 3, 3]])]
+    y = np.array([[2, 1, 0, 3, 3, 4]])
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(logs))
+
+    losses = train(model, x, y, epochs=12, learning_rate=0.1, report_every=4,
+                   callbacks=[Record()], validation_data=(x, y))
+    assert len(losses) == 3  # one value per report period, as the docstring says
+    assert len(seen) == 3 and "val_loss" in seen[-1], seen
+
+
+@pytest.mark.parametrize("options", [
+    dict(),
+    dict(inputs="ids", mask_zero=True, return_sequences=False, output_size=2),
+    dict(inputs="embedding", embedding_dim=3, bidirectional=True, num_layers=2, dropout=0.1),
+])
+@pytest.mark.parametrize("cell", CELLS)
+def test_models_survive_a_keras_save_and_export_from_the_loaded_file(tmp_path, cell, options):
+    import keras
+
+    from export import export_onnx, verify
+
+    keras.utils.set_random_seed(1)
+    model = build_model(cell=cell, input_size=6, hidden_size=4, **options)
+    x = (np.random.default_rng(0).integers(1, 6, (3, 7)).astype(np.int32)
+         if "inputs" in options else np.random.default_rng(0).normal(size=(3, 7, 6)).astype("f"))
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    report = verify(model, export_onnx(loaded, tmp_path / "m.onnx"), x)
+    assert report.passed, str(report)

@@ -20,6 +20,7 @@ FORMATS = ("tflite", "onnx")
 @pytest.mark.parametrize("cell", CELLS)
 def test_masked_batch_gives_each_word_its_own_output(tmp_path, cell):
     import padding
+
     from export.pipeline import export_and_verify
 
     result = padding.run(cell, verbose=False)
@@ -167,9 +168,8 @@ def test_unknown_words_are_named(tmp_path, translators):
 def test_attention_heat_map_sets_korean_in_a_hangul_font(tmp_path, translators):
     import warnings
 
-    from matplotlib.ft2font import FT2Font
-
     import seq2seq
+    from matplotlib.ft2font import FT2Font
 
     result = translators["gru", True]
     sentence = datasets.TRANSLATION_PAIRS[0][0]

@@ -13,8 +13,10 @@ def seed_everything(seed: int) -> None:
     seed then gives the same initial weights, the same trained weights and the same printed
     predictions on CPU. Call it before `build_model`."""
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    from keras_rnn.quiet import load_tensorflow
+
+    tf = load_tensorflow()
     import keras
-    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -33,6 +35,9 @@ def train(
     report: Callable[[int, float, np.ndarray], None] | None = None,
     report_every: int = 1,
     stop_when: Callable[[np.ndarray], bool] | None = None,
+    callbacks: list | None = None,
+    validation_data=None,
+    verbose: int = 0,
 ):
     """Compiles `model` with Adam and trains it, as the lectures do.
 
@@ -49,9 +54,16 @@ def train(
             the model's predictions on `x` (from the compiled predict function); the loss is
             the mean over the steps since the last report.
         stop_when: stops training early once `stop_when(predictions)` is true.
+        callbacks: more Keras callbacks for `fit` (EarlyStopping, ModelCheckpoint,
+            TensorBoard, ...).
+        validation_data: passed to `fit` as is: `(x_val, y_val)`.
+        verbose: Keras's own progress display (`fit(verbose=...)`): 0 silent (the lecture's
+            `report` prints instead), 1 a progress bar, 2 one line per epoch.
 
     Returns:
-        The list of per-step losses.
+        The training loss of each report period (for full-batch training, the mean over the
+        `report_every` steps of the period; so one value per step with the default 1), as
+        `fit`'s `History.history["loss"]`.
     """
     import keras
 
@@ -85,6 +97,7 @@ def train(
             if stop_when is not None and stop_when(predictions):
                 self.model.stop_training = True
 
+    all_callbacks = [_Report()] + list(callbacks or [])
     if full_batch:
         import tensorflow as tf
 
@@ -93,8 +106,10 @@ def train(
                              f"({report_every}) for full-batch training.")
         dataset = tf.data.Dataset.from_tensors((tuple(x) if several_inputs else x, y)).repeat()
         history = model.fit(dataset, epochs=epochs // steps_per_report, shuffle=False,
-                            steps_per_epoch=steps_per_report, verbose=0, callbacks=[_Report()])
+                            steps_per_epoch=steps_per_report, verbose=verbose,
+                            callbacks=all_callbacks, validation_data=validation_data)
     else:
         history = model.fit(x, y, epochs=epochs, batch_size=batch_size, shuffle=False,
-                            verbose=0, callbacks=[_Report()])
+                            verbose=verbose, callbacks=all_callbacks,
+                            validation_data=validation_data)
     return history.history["loss"]

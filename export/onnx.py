@@ -27,7 +27,6 @@ from keras_rnn.structure import (
     Embedding,
     Masking,
     Recurrent,
-    UnsupportedModelError,
     read_model,
 )
 
@@ -36,7 +35,11 @@ MIN_OPSET = 14  # Softmax over the last axis alone, ReduceSum with axes as an in
 MAX_OPSET = 21  # the newest opset checked against onnxruntime 1.31 here
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
-_ONNX_ACTIVATIONS = {"tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu"}
+# Keras activation -> the ONNX recurrent operators' activation, with its (alpha, beta) when it
+# takes them. Keras 3's hard_sigmoid is clip(x / 6 + 0.5, 0, 1); linear is Affine(1, 0).
+_ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
+                     "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
+                     "linear": ("Affine", (1.0, 0.0))}
 _HEAD_OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 _OPERATOR = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
@@ -314,29 +317,24 @@ class _GraphBuilder:
 
     def operator_inputs(self, name: str, directions, values: str, direction_name: str):
         """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
-        first = directions[0]
-        for direction in directions:
-            for activation in (direction.activation, direction.recurrent_activation):
-                if direction.cell == "simple_rnn" and activation == direction.recurrent_activation:
-                    continue
-                if activation not in _ONNX_ACTIVATIONS:
-                    raise UnsupportedModelError(
-                        f"Layer {name!r} uses activation {activation!r}, which the ONNX "
-                        f"recurrent operators do not take here; supported: {list(_ONNX_ACTIVATIONS)}."
-                    )
+        first = directions[0]  # every activation keras_rnn.structure accepts has an entry
         W, R, B = zip(*(_onnx_weights(direction) for direction in directions))
-        activations = []
+        names = []  # Keras activations in the operator's order (f, g, h per direction)
         for direction in directions:
             if direction.cell == "simple_rnn":
-                activations += [_ONNX_ACTIVATIONS[direction.activation]]
+                names += [direction.activation]
             elif direction.cell == "lstm":
-                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation]] + [
-                    _ONNX_ACTIVATIONS[direction.activation]] * 2
+                names += [direction.recurrent_activation] + [direction.activation] * 2
             else:
-                activations += [_ONNX_ACTIVATIONS[direction.recurrent_activation],
-                                _ONNX_ACTIVATIONS[direction.activation]]
+                names += [direction.recurrent_activation, direction.activation]
+        activations = [_ONNX_ACTIVATIONS[name][0] for name in names]
+        # activation_alpha/beta are consumed in order by the activations that take them
+        scales = [_ONNX_ACTIVATIONS[name][1] for name in names if _ONNX_ACTIVATIONS[name][1]]
         attributes = dict(hidden_size=first.units, direction=direction_name,
                           activations=activations)
+        if scales:
+            attributes["activation_alpha"] = [alpha for alpha, _ in scales]
+            attributes["activation_beta"] = [beta for _, beta in scales]
         if first.cell == "gru":
             attributes["linear_before_reset"] = int(first.reset_after)
         inputs = [values, self.constant("W", np.stack(W)), self.constant("R", np.stack(R)),

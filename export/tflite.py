@@ -40,6 +40,14 @@ from keras_rnn.structure import (
 QUANTIZE = (None, "dynamic", "float16", "int8")
 FORMS = ("auto", "unrolled", "while", "fused")
 MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow to convert
+# "auto" unrolls while the file holds at most this many cell steps (steps x directions x
+# layers): the export's time and memory grow with that count. Measured by
+# benchmarks/export_cost.py (LSTM, hidden 512): 1000 cell steps convert in about 20 s within
+# about 1.1 GB (TensorFlow included), the WHILE form in about 1 s within 0.7 GB.
+MAX_AUTO_UNROLLED_CELL_STEPS = 1000
+# A fixed-shape file whose largest activation (batch x steps x widest layer) is beyond this
+# many floats would be gigabytes of buffers on a device: refused (about 256 MiB of float32).
+MAX_ACTIVATION_ELEMENTS = 64 * 1024 * 1024
 
 
 class TFLiteConversionError(ValueError):
@@ -110,6 +118,7 @@ def build_tflite(
     form = choose_form(structure, seq_len if seq_len is not None else structure.seq_len, form,
                        quantize)
     seq_len = _resolve_seq_len(structure, seq_len, unrolled=form == "unrolled")
+    _check_activation_size(structure, batch_size, seq_len)
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' needs representative_data: a few inputs shaped like the model's "
@@ -158,7 +167,9 @@ def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
       emits only for models built with tf-keras (Keras 2); LSTM models only (TFLite has no
       fused GRU, and leaves a tf-keras SimpleRNN as a WHILE loop).
 
-    `"auto"` picks "unrolled" up to `MAX_UNROLLED_STEPS` steps and "while" beyond. It never
+    `"auto"` picks "unrolled" up to `MAX_AUTO_UNROLLED_CELL_STEPS` cell steps (steps times
+    the recurrent directions of every layer: what the export's time and memory grow with) and
+    "while" beyond; int8 always unrolls (refused past `MAX_UNROLLED_STEPS`). It never
     picks "fused": the fused LSTM keeps its state in variable tensors that LiteRT carries from
     one `invoke()` to the next, so a plain interpreter gives a wrong answer from the second
     call on unless it calls `reset_all_variables()` first (`export.runtime` does).
@@ -169,7 +180,10 @@ def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
              for direction in ([layer.forward, layer.backward]
                                if isinstance(layer, Bidirectional) else [layer])}
     if form == "auto":
-        if seq_len is None or seq_len <= MAX_UNROLLED_STEPS or quantize == "int8":
+        directions = sum(2 if isinstance(layer, Bidirectional) else 1
+                         for layer in structure.recurrent_layers)
+        if (seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS
+                or quantize == "int8"):
             return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
         return "while"
     if form == "fused" and cells != {"lstm"}:
@@ -255,6 +269,22 @@ def _resolve_seq_len(structure, seq_len, *, unrolled: bool = True):
             "(export.step) and feed the sequence step by step."
         )
     return seq_len
+
+
+def _check_activation_size(structure, batch_size: int, seq_len: int) -> None:
+    widths = [structure.input_shape[2] if not structure.takes_ids else 1]
+    for layer in structure.layers:
+        for name in ("units", "table", "kernel"):
+            value = getattr(layer, name, None)
+            if value is not None:
+                widths.append(value if isinstance(value, int) else value.shape[-1])
+    elements = batch_size * seq_len * max(widths)
+    if elements > MAX_ACTIVATION_ELEMENTS:
+        raise ValueError(
+            f"batch_size={batch_size} x seq_len={seq_len} x {max(widths)} features is "
+            f"{elements:,} values per activation, over the {MAX_ACTIVATION_ELEMENTS:,} a "
+            "fixed-shape .tflite file is allowed here: export a smaller batch (the device can "
+            "run the file several times) or a streaming step model (export.step).")
 
 
 def _calibration_batches(structure, data, batch_size: int, seq_len: int):

@@ -455,16 +455,28 @@ def test_forms_that_cannot_apply_are_refused(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_huge_fixed_batch_is_refused_before_converting(tmp_path):
+    model = _model("gru", "many_to_one", "single", "one_hot")
+    with pytest.raises(ValueError, match="values per activation"):
+        export_tflite(model, tmp_path / "m.tflite", batch_size=100_000_000, seq_len=SEQ_LEN)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
-    from export.tflite import MAX_UNROLLED_STEPS, choose_form
+    from export.tflite import MAX_AUTO_UNROLLED_CELL_STEPS as CELL_STEPS
+    from export.tflite import choose_form
     from keras_rnn.structure import read_model
 
     model = _model("gru", "many_to_one", "single", "one_hot")
     structure = read_model(model)
     assert choose_form(structure, SEQ_LEN) == "unrolled"
-    assert choose_form(structure, MAX_UNROLLED_STEPS) == "unrolled"
-    assert choose_form(structure, MAX_UNROLLED_STEPS + 1) == "while"
-    long = MAX_UNROLLED_STEPS + 200
+    assert choose_form(structure, CELL_STEPS) == "unrolled"
+    assert choose_form(structure, CELL_STEPS + 1) == "while"
+    # the cost is cell steps: a stacked bidirectional model loops at a quarter of the length
+    deep = read_model(_model("gru", "many_to_one", "bidirectional", "one_hot", num_layers=2))
+    assert choose_form(deep, CELL_STEPS // 4) == "unrolled"
+    assert choose_form(deep, CELL_STEPS // 4 + 1) == "while"
+    long = CELL_STEPS + 200
     path = export_tflite(model, tmp_path / "long.tflite", seq_len=long)
     assert "WHILE" in operator_names(path.read_bytes())
     x = np.random.default_rng(1).normal(size=(1, long, 6)).astype(np.float32)

@@ -1,0 +1,125 @@
+"""Property-based parity: random supported model configurations exported to both formats and
+compared with Keras in LiteRT and ONNX Runtime.
+
+`random_case(seed)` draws one configuration (cell, depth, bidirectional merge mode, one-hot /
+Masking / Embedding(mask_zero) input, padding at the start, end and middle of rows, GRU
+variant, activations, biases, head, batch 1-4, length 1-60) and seeded inputs;
+`check_case(case, directory)` exports it and measures both files. The test suite runs a
+modest number of seeds (`tests/test_sweep.py`); `benchmarks/parity_sweep.py` runs many and
+prints the failure rate.
+
+A model whose outputs grow beyond `OVERFLOW` (relu/linear recurrences over long sequences)
+is reported as such: its float32 differences grow with its magnitude, and `verify`'s absolute
+bounds then flag it, which is the point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from keras_rnn.structure import CELLS, RNN_ACTIVATIONS
+
+OVERFLOW = 100.0  # |Keras output| beyond which a case counts as overflowing
+MERGE_MODES = ("concat", "sum", "ave", "mul")
+INPUT_KINDS = ("one_hot", "masking", "embedding")
+HEADS = ("softmax", "linear", "none")
+
+
+@dataclass(frozen=True)
+class Case:
+    seed: int
+    description: str  # the configuration, readable
+    model: object  # the Keras model
+    inputs: np.ndarray  # (batch, steps[, features]) with its padding
+
+
+def random_case(seed: int) -> Case:
+    """One random supported configuration and its inputs, reproducible from `seed`."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    cell = str(rng.choice(CELLS))
+    layers_count = int(rng.integers(1, 3))
+    bidirectional = bool(rng.random() < 0.4)
+    merge_mode = str(rng.choice(MERGE_MODES))
+    kind = str(rng.choice(INPUT_KINDS))
+    batch, steps = int(rng.integers(1, 5)), int(rng.integers(1, 61))
+    features, units = int(rng.integers(2, 7)), int(rng.integers(1, 9))
+    head = str(rng.choice(HEADS))
+    return_sequences = bool(rng.random() < 0.5)
+    options = dict(use_bias=bool(rng.random() < 0.8),
+                   activation=str(rng.choice(RNN_ACTIVATIONS, p=[0.6, 0.1, 0.1, 0.1, 0.1])))
+    if cell != "simple_rnn":
+        options["recurrent_activation"] = str(rng.choice(RNN_ACTIVATIONS,
+                                                         p=[0.1, 0.6, 0.1, 0.1, 0.1]))
+    if cell == "gru":
+        options["reset_after"] = bool(rng.random() < 0.5)
+    go_backwards = not bidirectional and bool(rng.random() < 0.2)
+    layer_class = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+                   "gru": keras.layers.GRU}[cell]
+
+    keras.utils.set_random_seed(seed)
+    if kind == "embedding":
+        inputs = keras.Input((None,), dtype="int32")
+        x = keras.layers.Embedding(features + 1, 4, mask_zero=True)(inputs)
+    else:
+        inputs = keras.Input((None, features))
+        x = keras.layers.Masking(0.0)(inputs) if kind == "masking" else inputs
+    for index in range(layers_count):
+        last = index == layers_count - 1
+        layer = layer_class(units, return_sequences=return_sequences or not last,
+                            go_backwards=go_backwards, **options)
+        x = keras.layers.Bidirectional(layer, merge_mode=merge_mode)(x) if bidirectional else layer(x)
+    if head != "none":
+        x = keras.layers.Dense(3, activation=head)(x)
+    model = keras.Model(inputs, x, name=f"case_{seed}")
+
+    if kind == "embedding":
+        data = rng.integers(1, features + 1, (batch, steps)).astype(np.int32)
+    elif kind == "masking":
+        data = rng.normal(size=(batch, steps, features)).astype(np.float32)
+    else:
+        data = np.eye(features, dtype=np.float32)[rng.integers(0, features, (batch, steps))]
+    padding = "none"
+    if kind != "one_hot" and steps > 1:
+        valid = np.ones((batch, steps), bool)
+        padding = str(rng.choice(("start", "end", "middle")))
+        for row in range(batch):
+            cut = int(rng.integers(1, steps))
+            if padding == "start":
+                valid[row, :cut] = False
+            elif padding == "end":
+                valid[row, cut:] = False
+            else:
+                valid[row, rng.choice(steps, size=max(1, steps // 3), replace=False)] = False
+        data[~valid] = 0
+    description = (f"{cell} x{layers_count}{' bi-' + merge_mode if bidirectional else ''}"
+                   f"{' backwards' if go_backwards else ''} {kind} pad:{padding} "
+                   f"units {units} {options} head {head} seq {return_sequences} "
+                   f"batch {batch} steps {steps}")
+    return Case(seed, description, model, data)
+
+
+def check_case(case: Case, directory) -> dict:
+    """Exports `case.model` to both formats, runs the files on `case.inputs` and returns the
+    max abs difference of each against Keras, with whether the model overflows."""
+    from export.onnx import export_onnx
+    from export.parity import compare
+    from export.runtime import load
+    from export.tflite import export_tflite
+
+    directory = Path(directory)
+    expected = np.asarray(case.model(case.inputs))
+    batch, steps = case.inputs.shape[:2]
+    onnx_path = export_onnx(case.model, directory / f"case_{case.seed}.onnx")
+    tflite_path = export_tflite(case.model, directory / f"case_{case.seed}.tflite",
+                                batch_size=batch, seq_len=steps)
+    return {
+        "onnx": compare(load(onnx_path).run(case.inputs), expected)[0],
+        "tflite": compare(load(tflite_path).run(case.inputs), expected)[0],
+        "overflowing": bool(not np.isfinite(expected).all()
+                            or np.abs(expected).max() > OVERFLOW),
+    }

@@ -42,9 +42,10 @@ FORMS = ("auto", "unrolled", "while", "fused")
 MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow to convert
 # "auto" unrolls while the file holds at most this many cell steps (steps x directions x
 # layers): the export's time and memory grow with that count. Measured by
-# benchmarks/export_cost.py (LSTM, hidden 512): 1000 cell steps convert in about 20 s within
-# about 1.1 GB (TensorFlow included), the WHILE form in about 1 s within 0.7 GB.
-MAX_AUTO_UNROLLED_CELL_STEPS = 1000
+# benchmarks/export_cost.py (LSTM, hidden 512, peak RSS with TensorFlow's own 0.6 GB):
+# unrolled 50 steps 2.9 s / 0.92 GB, 200 steps 6.8 s / 1.06 GB, 1000 steps 32 s / 1.7 GB;
+# the WHILE form 1.2 s / 0.71 GB at any length. 500 keeps "auto" under 1.5 GB.
+MAX_AUTO_UNROLLED_CELL_STEPS = 500
 # A fixed-shape file whose largest activation (batch x steps x widest layer) is beyond this
 # many floats would be gigabytes of buffers on a device: refused (about 256 MiB of float32).
 MAX_ACTIVATION_ELEMENTS = 64 * 1024 * 1024

@@ -480,7 +480,7 @@ def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
     path = export_tflite(model, tmp_path / "long.tflite", seq_len=long)
     assert "WHILE" in operator_names(path.read_bytes())
     x = np.random.default_rng(1).normal(size=(1, long, 6)).astype(np.float32)
-    assert_outputs_close("1200 steps, WHILE", load(path).run(x), np.asarray(model(x)),
+    assert_outputs_close(f"{long} steps, WHILE", load(path).run(x), np.asarray(model(x)),
                          TFLITE_TOLERANCE)
 
 

@@ -3,10 +3,12 @@
 For each cell at the lecture size (batch 1, 6 steps, 5 inputs, hidden 5) and a medium size
 (batch 1, 50 steps, 64 inputs, hidden 128), all with a Dense head, single-threaded:
 - Keras compiled call (`tf.function`), the baseline a Keras user has;
-- TFLite WHILE loop (`export_tflite(form="while")`: the converter on the fixed-shape model);
+- TFLite WHILE loop (`export_tflite(form="while")`: the converter on the model as Keras
+  computes it, with builtins only and a fixed batch: Keras's own LiteRT route);
 - TFLite unrolled (`form="unrolled"`, what "auto" picks up to 1000 steps);
 - TFLite fused UNIDIRECTIONAL_SEQUENCE_LSTM (`form="fused"`, LSTM only);
-- ONNX Runtime on `export_onnx`'s graph;
+- ONNX Runtime on `export_onnx`'s graph, and on tf2onnx's graph of the same model (the
+  route without this project: GRU and SimpleRNN become a `Loop`);
 - ONNX Runtime on a graph holding only the native RNN/LSTM/GRU operator: the floor.
 Each figure is the median of many runs; ratios are to the floor of the same run, so read the
 ratios rather than the absolute times on a shared machine. Then:
@@ -20,14 +22,11 @@ Run:  python benchmarks/latency.py [--runs 300]
 """
 
 import argparse
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
@@ -67,6 +66,22 @@ def native_op_only(onnx_path: Path, target: Path) -> Path:
     floor = onnx.helper.make_model(graph, opset_imports=model.opset_import,
                                    ir_version=model.ir_version)
     onnx.save(floor, target)
+    return target
+
+
+def tf2onnx_export(model, target: Path) -> Path:
+    """The route an ONNX user takes without this project: tf2onnx on the traced model (what
+    Keras's own `model.export(format="onnx")` runs), batch dynamic."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec((None,) + tuple(model.inputs[0].shape[1:]), tf.float32,
+                               name="inputs")]
+    function = tf.function(lambda inputs: {"outputs": model(inputs, training=False)},
+                           input_signature=signature)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
+    proto.ir_version = 8  # onnxruntime 1.31 refuses onnx 1.23's default IR version
+    target.write_bytes(proto.SerializeToString())
     return target
 
 
@@ -114,8 +129,10 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=300)
     args = parser.parse_args()
+    from keras_rnn.quiet import load_tensorflow
+
+    tf = load_tensorflow()
     import keras
-    import tensorflow as tf
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -135,6 +152,7 @@ def main():
             while_model = load(export_tflite(model, Path(f"{stem}_while.tflite"), form="while"))
             fused = load(export_tflite(model, Path(f"{stem}_fused.tflite"), form="fused")) \
                 if cell == "lstm" else None
+            tf2onnx_model = load(tf2onnx_export(model, Path(f"{stem}_tf2onnx.onnx")))
             compiled = tf.function(lambda v: model(v, training=False))
             x_time_major = np.ascontiguousarray(x.transpose(1, 0, 2))
             floor_ms = median_ms(lambda: floor.run(x_time_major), args.runs)
@@ -144,6 +162,7 @@ def main():
                 "TFLite unrolled": median_ms(lambda: unrolled.run(x), args.runs),
                 "TFLite fused": median_ms(lambda: fused.run(x), args.runs) if fused else None,
                 "ORT export_onnx": median_ms(lambda: onnx_model.run(x), args.runs),
+                "ORT tf2onnx": median_ms(lambda: tf2onnx_model.run(x), args.runs),
             }
             rows.append([size_name, cell] + [
                 "n/a" if ms is None else f"{ms:.3f} ms ({ms / floor_ms:.1f}x)"
@@ -160,7 +179,8 @@ def main():
                     sizes[f"tflite {variant}"] = path.stat().st_size
                 size_rows.append([cell] + [f"{v / 1024:.0f} KiB" for v in sizes.values()])
     print(format_table(["size", "cell", "Keras tf.function", "TFLite WHILE", "TFLite unrolled",
-                        "TFLite fused", "ORT export_onnx", "ORT native op (floor)"], rows))
+                        "TFLite fused", "ORT export_onnx", "ORT tf2onnx",
+                        "ORT native op (floor)"], rows))
     print()
     print(format_table(["size", "cell", "step per token, TFLite", "step per token, ORT"],
                        step_rows))

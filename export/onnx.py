@@ -1,9 +1,12 @@
-"""Keras RNN -> ONNX with the native recurrent operators (`RNN`, `LSTM`, `GRU`).
+"""Keras model -> ONNX with the native recurrent operators (`RNN`, `LSTM`, `GRU`).
 
-The graph is emitted node by node from the trained weights (`keras_rnn.structure`), not traced:
-tf2onnx 1.17 cannot read Keras 3 Sequential models (`KeyError: 'keras_tensor_N'`), and when it
-converts a traced function it keeps SimpleRNN and GRU as a generic `Loop`, 5-7x slower in ONNX
-Runtime than the native operators used here. Batch and time axes stay dynamic.
+The whole graph goes through tf2onnx, the standard converter, except the built-in recurrent
+layers: `export.graph` rebuilds the model with each of them replaced by an opaque marker op,
+tf2onnx hands every marker to `_mark_recurrent` (its `custom_op_handlers` hook), and
+`_splice_markers` then writes each one as the native operator from the layer's trained
+weights. tf2onnx alone would write GRU and SimpleRNN as a generic `Loop`, several times slower
+in ONNX Runtime, and cannot reproduce Keras's masks with the native operators. The batch axis
+is dynamic, and the time axis wherever the model allows.
 
 Masks: a `mask_zero` Embedding or a `Masking` layer gives a (batch, time) mask, and each
 recurrent layer reproduces Keras's masking exactly for any pattern (padding at the start, the
@@ -15,24 +18,39 @@ zeros, with `zero_output_for_mask`), as Keras's time loop does. See `_Mask`.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
+import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from export._files import check_writable, write_atomic
+from export.graph import (
+    as_list,
+    clone_with,
+    input_specs,
+    output_names,
+    recurrent_forms,
+    stand_in_base,
+)
+from export.runtime import FORMS_METADATA
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
-    Activation,
     Bidirectional,
     Dense,
-    Embedding,
-    Masking,
     Recurrent,
-    read_model,
+    UnsupportedModelError,
 )
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # Softmax over the last axis alone, ReduceSum with axes as an input
 MAX_OPSET = 21  # the newest opset checked against onnxruntime 1.31 here
+MARKER_DOMAIN = "keras_rnn.marker"  # the opaque recurrent nodes between tf2onnx and the splice
+MARKER_OP = "Recurrent"
+MARKER_PREFIX = "keras_rnn_recurrent_"
 INPUT_NAME = "inputs"
 OUTPUT_NAME = "outputs"
 # Keras activation -> the ONNX recurrent operators' activation, with its (alpha, beta) when it
@@ -65,25 +83,190 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | Non
 
 def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
     """The ONNX `ModelProto` for `model`, checked with `onnx.checker` (full check)."""
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
-    structure = read_model(model)
-    graph = _GraphBuilder(structure, opset)
-    return finish_model(graph.build(name=model.name), opset, metadata)
+
+    tf = load_tensorflow()
+    markers = {}
+
+    def stand_in(original, description):
+        marker = _marker_class()(original, description, len(markers))
+        markers[marker.marker_id] = marker
+        return marker
+
+    graph = clone_with(model, stand_in)
+    names = output_names(model)
+    signature = [tf.TensorSpec((None,) + shape[1:], dtype, name=name)
+                 for name, shape, dtype in input_specs(model)]
+
+    def inference(*inputs):
+        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return dict(zip(names, as_list(results)))
+
+    function = tf.function(inference, input_signature=signature, autograph=False)
+    # Frozen first: the weights, and tensors the layers captured (an adapted Normalization's
+    # mean), become constants instead of extra graph inputs.
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    # (loops kept as loops, as tf2onnx's own loader freezes them)
+    frozen = convert_variables_to_constants_v2(function.get_concrete_function(),
+                                               lower_control_flow=False, aggressive_inlining=True)
+    proto = _tf2onnx(frozen, opset, markers)
+    _splice_markers(proto, markers, opset)
+    _refuse_unknown_ops(proto)
+    shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
+    _name_inputs(proto, [spec.name for spec in signature])
+    _name_outputs(proto, [(name, shapes[name]) for name in sorted(names)])  # dicts flatten sorted
+    forms = recurrent_forms(model, "native operator")
+    loops = [node.name for node in proto.graph.node if node.op_type in ("Loop", "Scan")]
+    for layer, form in forms.items():
+        if form != "native operator" and loops:
+            forms[layer] = "Loop"
+    return finish_model(proto.graph, opset, {**(metadata or {}), FORMS_METADATA: json.dumps(forms)},
+                        extra_opsets=[o for o in proto.opset_import
+                                      if o.domain not in ("", MARKER_DOMAIN)])
 
 
-def finish_model(graph_proto, opset: int, metadata: dict | None):
+def _tf2onnx(frozen, opset: int, markers: dict):
+    """tf2onnx on the frozen traced function, each recurrent marker left as an opaque node,
+    without its terminal output (its INFO logging and TensorFlow's native start-up lines)."""
+    import logging
+
+    import onnx
+    import tf2onnx
+
+    tf2onnx_logger = logging.getLogger("tf2onnx")
+    level = tf2onnx_logger.level
+    tf2onnx_logger.setLevel(logging.ERROR)
+    try:
+        with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(add_shapes=True), opset=opset,
+                input_names=[tensor.name for tensor in frozen.inputs],
+                output_names=[tensor.name for tensor in frozen.outputs],
+                # (the old-style handler list: its first entry is the ONNX op type)
+                custom_op_handlers={op: (_mark_recurrent, [MARKER_OP, markers])
+                                    for op in ("PyFunc", "PyFuncStateless")},
+                extra_opset=[onnx.helper.make_opsetid(MARKER_DOMAIN, 1)])
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        raise UnsupportedModelError(
+            "tf2onnx could not convert the model: "
+            f"{lines[-1] if lines else type(error).__name__}") from error
+    finally:
+        tf2onnx_logger.setLevel(level)
+    return proto
+
+
+def _mark_recurrent(ctx, node, name, args):
+    """tf2onnx's handler for the markers' PyFunc ops: an opaque node that keeps its inputs and
+    outputs and names the recurrent layer it stands for."""
+    match = re.search(rf"{MARKER_PREFIX}(\d+)", node.name)
+    if match is None:  # the user's own tf.numpy_function: refused by _refuse_unknown_ops
+        node.type, node.domain = "PyFunc", ""  # (tf2onnx set the marker type already)
+        return node
+    node.type, node.domain = MARKER_OP, MARKER_DOMAIN
+    marker_id = int(match.group(1))
+    node.set_attr("marker", marker_id)
+    # the converter cannot infer an opaque op's outputs; later ops (Concat on axis -1, the
+    # reshapes of TimeDistributed) need their rank and known sizes
+    import onnx
+
+    for output, shape in zip(node.output, args[0][marker_id].traced_shapes):
+        ctx.set_shape(output, [-1 if size is None else size for size in shape])
+        ctx.set_dtype(output, onnx.TensorProto.FLOAT)
+    return node
+
+
+def _splice_markers(proto, markers: dict, opset: int) -> None:
+    """Replaces each marker node by the native recurrent operator and its masking nodes."""
+    import onnx
+
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != MARKER_OP:
+            nodes.append(node)
+            continue
+        marker = markers[next(a.i for a in node.attribute if a.name == "marker")]
+        has_mask, state_count = marker.traced
+        inputs = list(node.input)
+        builder = _GraphBuilder(None, opset, prefix=f"{marker.name}/")
+        values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
+        mask = _Mask(builder, inputs[1]) if has_mask else None
+        result = builder.recurrent(marker.description, values, mask,
+                                   initial_state=inputs[1 + has_mask:1 + has_mask + state_count],
+                                   return_state=marker.return_state)
+        outputs, states = result if marker.return_state else (result, [])
+        if marker.return_sequences:
+            outputs = builder.node("Transpose", [outputs], "batch_major", perm=[1, 0, 2])
+        for produced, wanted in zip([outputs] + states, node.output):
+            builder.nodes.append(onnx.helper.make_node("Identity", [produced], [wanted]))
+        nodes += builder.nodes
+        proto.graph.initializer.extend(builder.initializers)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
+def _refuse_unknown_ops(proto) -> None:
+    """Ops left with no ONNX form (Python code in the graph, TensorFlow ops tf2onnx does not
+    convert) are refused together, each with the node it came from."""
+    import onnx
+
+    unknown = [f"{node.op_type} (from {node.name})" for node in proto.graph.node
+               if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)]
+    if unknown:
+        numpy_function = any("PyFunc" in item for item in unknown)
+        raise UnsupportedModelError(
+            f"These ops have no ONNX form: {', '.join(unknown)}."
+            + (" A tf.numpy_function/py_function runs Python, which no ONNX runtime can."
+               if numpy_function else ""))
+
+
+def _name_inputs(proto, names) -> None:
+    """The graph's inputs under the exported names (the frozen graph calls them `name:0`)."""
+    renames = {}
+    for graph_input, name in zip(proto.graph.input, names):
+        if graph_input.name != name:
+            renames[graph_input.name] = name
+            graph_input.name = name
+    for node in proto.graph.node:
+        for index, value in enumerate(node.input):
+            if value in renames:
+                node.input[index] = renames[value]
+
+
+def _name_outputs(proto, outputs) -> None:
+    """The graph's outputs under the exported names (in the converter's order), with the
+    Keras model's output shapes where the converter could not infer them."""
+    import onnx
+
+    for output, (name, shape) in zip(proto.graph.output, outputs):
+        if output.name != name:
+            proto.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name]))
+            output.name = name
+        if not output.type.tensor_type.HasField("shape"):
+            for axis, size in enumerate(shape):
+                dim = output.type.tensor_type.shape.dim.add()
+                if size is None:
+                    dim.dim_param = f"{name}_{axis}"
+                else:
+                    dim.dim_value = size
+
+
+def finish_model(graph_proto, opset: int, metadata: dict | None, extra_opsets=()):
     """Wraps a graph into a checked `ModelProto` that onnxruntime 1.31 loads."""
     import onnx
 
-    opset_id = onnx.helper.make_opsetid("", opset)
+    opset_ids = [onnx.helper.make_opsetid("", opset)] + list(extra_opsets)
     proto = onnx.helper.make_model(
         graph_proto,
-        opset_imports=[opset_id],
+        opset_imports=opset_ids,
         producer_name="keras-rnn",
         # onnx 1.23 would write IR version 14, which onnxruntime 1.31 refuses to load: use the
         # lowest IR version that carries this opset.
-        ir_version=onnx.helper.find_min_ir_version_for([opset_id]),
+        ir_version=onnx.helper.find_min_ir_version_for(opset_ids),
     )
     for key, value in (metadata or {}).items():
         entry = proto.metadata_props.add()
@@ -92,12 +275,51 @@ def finish_model(graph_proto, opset: int, metadata: dict | None):
     return proto
 
 
+@functools.cache
+def _marker_class():
+    base = stand_in_base()
+
+    class RecurrentMarker(base):
+        """A built-in recurrent layer as an opaque op of the traced graph (see `build_onnx`),
+        recording which inputs it was called with (mask, initial states)."""
+
+        def __init__(self, original, description, marker_id: int):
+            super().__init__(original, description)
+            self.marker_id = marker_id
+            self.traced = (False, 0)
+            self.traced_shapes = []
+
+        def call(self, inputs, mask=None, initial_state=None, training=None):
+            import tensorflow as tf
+
+            states = list(initial_state or [])
+            self.traced = (mask is not None, len(states))
+            arguments = [inputs] + ([mask] if mask is not None else []) + states
+            specs = self._output_specs(inputs.shape[0], inputs.shape[1])
+            specs = specs if isinstance(specs, list) else [specs]
+            self.traced_shapes = [tuple(spec.shape) for spec in specs]
+            results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
+                                        stateful=False,
+                                        name=f"{MARKER_PREFIX}{self.marker_id}")
+            # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
+            # so the converter knows the ranks of everything downstream
+            results = [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
+            return results if self.return_state else results[0]
+
+    return RecurrentMarker
+
+
+def _never_run(*arguments):
+    raise RuntimeError("A recurrent marker only stands in the graph traced for conversion.")
+
+
 class _GraphBuilder:
     """Emits nodes layer by layer, tracking the current tensor and its time layout."""
 
-    def __init__(self, structure, opset: int):
+    def __init__(self, structure, opset: int, *, prefix: str = ""):
         self.structure = structure
         self.opset = opset
+        self.prefix = prefix  # keeps the names apart from the converter's own
         self.nodes = []
         self.initializers = []
         self.counter = 0
@@ -105,7 +327,7 @@ class _GraphBuilder:
     # -- small helpers ---------------------------------------------------------------------
     def fresh(self, stem: str) -> str:
         self.counter += 1
-        return f"{stem}_{self.counter}"
+        return f"{self.prefix}{stem}_{self.counter}"
 
     def constant(self, stem: str, array) -> str:
         from onnx import numpy_helper
@@ -120,62 +342,6 @@ class _GraphBuilder:
         names = [self.fresh(stem or op.lower()) for _ in range(outputs)]
         self.nodes.append(onnx.helper.make_node(op, list(inputs), names, **attributes))
         return names[0] if outputs == 1 else names
-
-    # -- the graph -----------------------------------------------------------------------
-    def build(self, *, name: str):
-        import onnx
-
-        structure = self.structure
-        features = structure.input_shape[2] if not structure.takes_ids else None
-        if structure.takes_ids:
-            input_info = onnx.helper.make_tensor_value_info(
-                INPUT_NAME, onnx.TensorProto.INT32, ["batch", "timesteps"]
-            )
-        else:
-            input_info = onnx.helper.make_tensor_value_info(
-                INPUT_NAME, onnx.TensorProto.FLOAT, ["batch", "timesteps", features]
-            )
-        values, time_major = INPUT_NAME, False
-        if structure.takes_ids and str(structure.input_dtype) != "int32":
-            values = self.node("Cast", [values], "ids", to=onnx.TensorProto.INT32)
-        mask = None  # a _Mask while a padding mask flows through the layers
-        for layer in structure.layers:
-            if isinstance(layer, Embedding):
-                if layer.mask_zero:
-                    mask = _Mask(self, self.node("Not", [self.node(
-                        "Equal", [values, self.constant("zero", np.array(0, np.int32))])]))
-                values = self.node("Gather", [self.constant("embeddings", layer.table), values],
-                                   "embedded", axis=0)
-            elif isinstance(layer, Masking):
-                # A step is padding when every feature equals mask_value; Keras also zeroes it.
-                differs = self.node("Cast", [self.node("Not", [self.node("Equal", [
-                    values, self.constant("mask_value", np.array(layer.mask_value, np.float32))
-                ])])], to=onnx.TensorProto.FLOAT)
-                keep = self.reduce_max(differs, -1, keepdims=0)
-                mask = _Mask(self, self.node("Not", [self.node(
-                    "Equal", [keep, self.constant("zero", np.array(0, np.float32))])]))
-                keep_3d = self.node("Unsqueeze", [keep, self.constant("axes", np.array([-1], np.int64))])
-                values = self.node("Mul", [values, keep_3d], "masked")
-            elif isinstance(layer, (Recurrent, Bidirectional)):
-                if not time_major:
-                    values, time_major = self.node("Transpose", [values], "time_major",
-                                                   perm=[1, 0, 2]), True
-                values = self.recurrent(layer, values, mask)
-                if not layer.return_sequences:
-                    time_major = False
-                    mask = None
-            elif isinstance(layer, (Dense, Activation)):
-                values = self.head(layer, values)
-        if time_major:
-            values = self.node("Transpose", [values], perm=[1, 0, 2])
-        self.nodes.append(onnx.helper.make_node("Identity", [values], [OUTPUT_NAME]))
-        output_shape = ["batch"] + (["timesteps"] if time_major else []) + [None]
-        output_info = onnx.helper.make_tensor_value_info(
-            OUTPUT_NAME, onnx.TensorProto.FLOAT, output_shape
-        )
-        return onnx.helper.make_graph(
-            self.nodes, name, [input_info], [output_info], initializer=self.initializers
-        )
 
     def sequence_lengths(self, is_padding: str) -> str:
         """(batch,) int32 non-padding steps per row, from a (batch, time) boolean tensor."""
@@ -200,14 +366,27 @@ class _GraphBuilder:
         return self.node(_HEAD_OPS[name], [values])
 
     # -- recurrent layers -------------------------------------------------------------------
-    def recurrent(self, layer, values: str, mask) -> str:
+    def recurrent(self, layer, values: str, mask, *, initial_state=(), return_state=False,
+                  nan_checks=True):
         """Emits one RNN/LSTM/GRU node for a layer (both directions for Bidirectional).
 
-        `values` is time-major (time, batch, features); `mask` a `_Mask` or None. Returns
-        time-major outputs, or (batch, units) when the layer returns only its last step.
+        Args:
+            layer: a `Recurrent` or `Bidirectional` description.
+            values: time-major (time, batch, features).
+            mask: a `_Mask` or None.
+            initial_state: (batch, units) tensors in Keras's order (h then c for LSTM; the
+                forward direction's, then the backward one's); empty for zeros.
+            return_state: also return the final states, in that order.
+            nan_checks: carry NaN on as Keras does (see below); off for inputs that cannot
+                hold NaN (embedded ids).
+
+        Returns:
+            Time-major outputs, or (batch, units) when the layer returns only its last step;
+            with `return_state`, `(outputs, states)`.
         """
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
         first = directions[0]
+        lstm = first.cell == "lstm"
         if isinstance(layer, Bidirectional):
             direction_name = "bidirectional"
         else:
@@ -215,20 +394,31 @@ class _GraphBuilder:
         # ONNX Runtime's recurrent kernels clip their activations' inputs, which turns NaN into
         # finite numbers; Keras carries a NaN step's NaN on to every later step. Float inputs
         # can hold NaN, so the steps where Keras has NaN are set to NaN after the operator.
-        nan_steps = None if self.structure.takes_ids else self.nan_steps(values, mask)
+        nan_steps = self.nan_steps(values, mask) if nan_checks else None
         if mask is not None:
             values = mask.compact(values)
         inputs, attributes = self.operator_inputs(layer.name, directions, values, direction_name)
         inputs.append(mask.operator_lengths if mask is not None else "")
-        all_steps, last_step = self.node(_OPERATOR[first.cell], inputs, _OPERATOR[first.cell],
-                                         outputs=2, **attributes)
+        per_state = 2 if lstm else 1
+        if initial_state:
+            for which in range(per_state):  # initial_h, then initial_c: (directions, batch, units)
+                parts = [self.node("Unsqueeze", [initial_state[d * per_state + which],
+                                                 self.constant("axes", np.array([0], np.int64))])
+                         for d in range(len(directions))]
+                inputs.append(parts[0] if len(parts) == 1 else
+                              self.node("Concat", parts, "initial_state", axis=0))
+        results = self.node(_OPERATOR[first.cell], inputs, _OPERATOR[first.cell],
+                            outputs=3 if lstm else 2, **attributes)
+        all_steps, last_step = results[:2]
+        any_nan = None
+        if nan_steps is not None:
+            any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
+                                            self.constant("zero", np.array(0, np.float32))])
         # all_steps: (time, directions, batch, units); last_step: (directions, batch, units)
         if mask is None and not layer.return_sequences:
             # Unmasked, the last output in processing order is the operator's Y_h.
             per_direction = self.split_directions(last_step, len(directions), axis=0)
-            if nan_steps is not None:  # the last step has seen every step, in both directions
-                any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
-                                                self.constant("zero", np.array(0, np.float32))])
+            if any_nan is not None:  # the last step has seen every step, in both directions
                 per_direction = [self.where_nan(any_nan, outputs, axis=1)
                                  for outputs in per_direction]
         else:
@@ -250,8 +440,26 @@ class _GraphBuilder:
                 # Keras returns a backwards layer's outputs in processing order
                 per_direction = [self.reverse_time(per_direction[0])]
         if len(per_direction) == 1:
-            return per_direction[0]
-        return self.merge(layer.merge_mode, *per_direction)
+            outputs = per_direction[0]
+        else:
+            outputs = self.merge(layer.merge_mode, *per_direction)
+        if not return_state:
+            return outputs
+        finals = [self.split_directions(final, len(directions), axis=0) for final in results[1:]]
+        states = []
+        for d in range(len(directions)):
+            for which in range(per_state):
+                state = finals[which][d]
+                if initial_state and mask is not None:
+                    # a row with no unmasked step keeps its initial state, as in Keras
+                    empty = self.node("Unsqueeze", [self.node("Equal", [
+                        mask.lengths, self.constant("zero", np.array(0, np.int64))]),
+                        self.constant("axes", np.array([1], np.int64))])
+                    state = self.node("Where", [empty, initial_state[d * per_state + which], state])
+                if any_nan is not None:
+                    state = self.where_nan(any_nan, state, axis=1)
+                states.append(state)
+        return outputs, states
 
     def reduce_max(self, values: str, axis: int, *, keepdims: int) -> str:
         if self.opset >= 18:

@@ -104,29 +104,35 @@ def verify(
         A `ParityReport`; `report.passed` says whether it met its bound. NaN compares equal
         only to NaN: a NaN (or inf) on one side where the other is finite fails any bound.
     """
+    from export.graph import input_specs, keras_outputs, output_names
     from export.runtime import load
-    from keras_rnn.structure import read_model
 
-    structure = read_model(model)
+    specs = input_specs(model)
     exported = load(path)
-    given = _given_case(structure, inputs)
-    held_out = _held_out_cases(structure, exported, given, seed)
+    missing = sorted({name for name, _, _ in specs} - set(exported.inputs))
+    if missing or sorted(exported.output_names) != sorted(output_names(model)):
+        raise ValueError(
+            f"{Path(path).name} has inputs {sorted(exported.inputs)} and outputs "
+            f"{sorted(exported.output_names)}; the model has {[n for n, _, _ in specs]} and "
+            f"{output_names(model)}: it was not exported from this model.")
+    given = _given_case(specs, inputs)
+    held_out = _held_out_cases(model, specs, exported, given, seed)
     differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
     shapes = []
     for kind, case in [("given", given)] * (given is not None) + [("held_out", c) for c in held_out]:
-        expected = np.asarray(model(case, training=False))
+        expected = keras_outputs(model, case)
         actual = _run_in_batches(exported, case)
-        if actual.shape != expected.shape:
-            raise ValueError(
-                f"{Path(path).name} returned shape {actual.shape}; the Keras model returned "
-                f"{expected.shape} for input {case.shape}."
-            )
-        difference, mismatches = compare(actual, expected)
-        differences.append(difference)
-        nonfinite += mismatches
-        if expected.shape[-1] > 1:
-            agreements[kind].append((actual.argmax(-1) == expected.argmax(-1)).reshape(-1))
-        shapes.append(tuple(case.shape))
+        for name, value in expected.items():
+            if actual[name].shape != value.shape:
+                raise ValueError(
+                    f"{Path(path).name} returned shape {actual[name].shape} for {name!r}; the "
+                    f"Keras model returned {value.shape}.")
+            difference, mismatches = compare(actual[name], value)
+            differences.append(difference)
+            nonfinite += mismatches
+            if value.ndim > 1 and value.shape[-1] > 1:
+                agreements[kind].append((actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
+        shapes.append(tuple(next(iter(case.values())).shape))
     max_diff = max(differences)
     every = agreements["given"] + agreements["held_out"]
     agreement = float(np.concatenate(every).mean()) if every else None
@@ -182,58 +188,87 @@ def compare(actual, expected) -> tuple[float, int]:
     return float(np.max(np.abs(actual[finite] - expected[finite]))), 0
 
 
-def _run_in_batches(exported, inputs: np.ndarray) -> np.ndarray:
-    """Feeds a fixed-batch TFLite file chunk by chunk (the last chunk padded by repetition)."""
-    batch = exported.input_shape[0]
-    if exported.format != "tflite" or batch == len(inputs):
-        return exported.run(inputs)
-    outputs = []
-    for start in range(0, len(inputs), batch):
-        chunk = inputs[start:start + batch]
-        filled = np.resize(chunk, (batch,) + chunk.shape[1:])
-        outputs.append(exported.run(filled)[: len(chunk)])
-    return np.concatenate(outputs)
+def _run_in_batches(exported, feeds: dict) -> dict:
+    """Runs named inputs; a fixed-batch TFLite file chunk by chunk (the last chunk padded by
+    repetition). Returns every output by name."""
+    rows = len(next(iter(feeds.values())))
+    batch = exported.inputs[next(iter(feeds))][0][0]
+    if exported.format != "tflite" or batch == rows:
+        return exported.run_named(feeds)
+    chunks = []
+    for start in range(0, rows, batch):
+        part = {name: np.resize(value[start:start + batch], (batch,) + value.shape[1:])
+                for name, value in feeds.items()}
+        count = min(batch, rows - start)
+        chunks.append({name: value[:count] for name, value in exported.run_named(part).items()})
+    return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
-def _given_case(structure, inputs):
+def _given_case(specs, inputs):
+    """The user's inputs as a dict by input name (an array for one input; a list in input
+    order or a dict for several), checked against the model's inputs."""
     if inputs is None:
         return None
-    inputs = np.asarray(inputs)
-    if inputs.ndim != len(structure.input_shape):
-        raise ValueError(
-            f"inputs have shape {inputs.shape}; the model takes rank "
-            f"{len(structure.input_shape)} input {structure.input_shape}."
-        )
-    if inputs.size == 0:
-        raise ValueError(f"inputs have shape {inputs.shape}, with an empty axis: give at least "
-                         "one row of at least one step.")
-    return inputs
-
-
-def _held_out_cases(structure, exported, given, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if exported.format == "tflite":
-        fixed_batch, fixed_len = exported.input_shape[:2]
-        shapes = [(fixed_batch * 2, fixed_len), (fixed_batch * 3, fixed_len)]
+    names = [name for name, _, _ in specs]
+    if isinstance(inputs, dict):
+        arrays = [inputs.get(name) for name in names]
+    elif len(specs) > 1:
+        arrays = list(inputs) if isinstance(inputs, (list, tuple)) else []
     else:
-        own = structure.seq_len
-        given_len = None if given is None else given.shape[1]
-        shapes = [(1, own or 1), (3, own or given_len or 7), (5, own or 40)]
-    if structure.takes_ids:
-        vocabulary = next(layer.table.shape[0] for layer in structure.layers
-                          if hasattr(layer, "table"))
-    one_hot = given is not None and not structure.takes_ids and _is_one_hot(given)
+        arrays = [inputs]
+    if len(arrays) != len(specs) or any(array is None for array in arrays):
+        raise ValueError(f"inputs must give every model input {names}: a list in that order "
+                         "or a dict by name.")
+    case = {}
+    for (name, shape, _), array in zip(specs, arrays):
+        array = np.asarray(array)
+        if array.ndim != len(shape):
+            raise ValueError(f"inputs for {name!r} have shape {array.shape}; the model takes "
+                             f"rank {len(shape)} input {shape}.")
+        if array.size == 0:
+            raise ValueError(f"inputs for {name!r} have shape {array.shape}, with an empty "
+                             "axis: give at least one row of at least one step.")
+        case[name] = array
+    return case
+
+
+def _held_out_cases(model, specs, exported, given, seed: int) -> list[dict]:
+    from export.graph import all_layers
+
+    rng = np.random.default_rng(seed)
+    layers = list(all_layers(model))
+    vocabulary = min((layer.input_dim for layer in layers if hasattr(layer, "input_dim")
+                      and type(layer).__name__ == "Embedding"), default=10)
+    masking = [layer for layer in layers if type(layer).__name__ == "Masking"]
+    masked = bool(masking) or any(getattr(layer, "mask_zero", False) for layer in layers)
+    padding_value = masking[0].mask_value if masking else 0
+    first_shape = exported.inputs[specs[0][0]][0]
+    if exported.format == "tflite":
+        batches = [first_shape[0] * 2, first_shape[0] * 3]
+        lengths = [None, None]  # fixed in the file
+    else:
+        given_len = None
+        if given is not None:
+            given_len = next((a.shape[1] for a in given.values() if a.ndim > 1), None)
+        batches, lengths = [1, 3, 5], [1, given_len or 7, 40]
     cases = []
-    for batch, length in shapes:
-        if structure.takes_ids:
-            case = rng.integers(1, vocabulary, (batch, length)).astype(np.int32)
-        elif one_hot:
-            features = structure.input_shape[2]
-            case = np.eye(features, dtype=np.float32)[rng.integers(0, features, (batch, length))]
-        else:
-            case = rng.normal(size=(batch, length, structure.input_shape[2])).astype(np.float32)
-        if structure.masked and length > 1:
-            case[~_padding_patterns(batch, length, rng)] = _padding_value(structure)
+    for batch, length in zip(batches, lengths):
+        case, valid = {}, None
+        for name, _, dtype in specs:
+            file_shape = exported.inputs[name][0]
+            shape = [batch] + [length if axis == 1 and size is None else (size or 8)
+                               for axis, size in enumerate(file_shape[1:], start=1)]
+            if np.dtype(dtype).kind in "iu":
+                value = rng.integers(1, max(vocabulary, 2), shape).astype(dtype)
+            elif given is not None and _is_one_hot(given[name]):
+                value = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], shape[:-1])]
+            else:
+                value = rng.normal(size=shape).astype(np.float32)
+            if masked and len(shape) > 1 and shape[1] > 1:
+                if valid is None or valid.shape != tuple(shape[:2]):
+                    valid = _padding_patterns(shape[0], shape[1], rng)
+                value[~valid] = padding_value
+            case[name] = value
         cases.append(case)
     return cases
 
@@ -259,15 +294,6 @@ def _padding_patterns(batch: int, length: int, rng) -> np.ndarray:
         elif pattern == 3:
             valid[row, rng.choice(length, size=max(1, length // 3), replace=False)] = False
     return valid
-
-
-def _padding_value(structure):
-    from keras_rnn.structure import Masking
-
-    for layer in structure.layers:
-        if isinstance(layer, Masking):
-            return layer.mask_value
-    return 0
 
 
 def format_table(rows) -> str:

@@ -18,8 +18,13 @@ from pathlib import Path
 import numpy as np
 
 TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metadata entry
+FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop got}
 MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"
 MAX_TRANSLATION_LENGTH = 1000  # target words a translator writes at most (metadata bound)
+
+
+_ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
+               "tensor(float)": np.float32}
 
 
 class ModelFileError(ValueError):
@@ -145,8 +150,7 @@ class ONNXModel:
         self.metadata = checked_metadata(metadata, self.path)
         self.inputs = {
             item.name: (tuple(d if isinstance(d, int) else None for d in item.shape),
-                        np.dtype(np.int32 if "int32" in item.type else
-                                 np.int64 if "int64" in item.type else np.float32))
+                        np.dtype(_ONNX_TYPES.get(item.type, np.float32)))
             for item in self._session.get_inputs()
         }
         self._input_name = MAIN_INPUT if MAIN_INPUT in self.inputs else next(iter(self.inputs))

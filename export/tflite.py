@@ -17,6 +17,7 @@ converter's WHILE loop and, for LSTMs, the fused UNIDIRECTIONAL_SEQUENCE_LSTM ke
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import warnings
@@ -25,7 +26,19 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, write_atomic
-from export.runtime import TFLITE_METADATA_NAME
+from export.graph import (
+    SINGLE_INPUT_NAME,
+    SINGLE_OUTPUT_NAME,
+    all_layers,
+    as_list,
+    clone_with,
+    describe_recurrent,
+    input_specs,
+    output_names,
+    recurrent_forms,
+    stand_in_base,
+)
+from export.runtime import FORMS_METADATA, TFLITE_METADATA_NAME
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
     Activation,
@@ -39,6 +52,8 @@ from keras_rnn.structure import (
 
 QUANTIZE = (None, "dynamic", "float16", "int8")
 FORMS = ("auto", "unrolled", "while", "fused")
+FORM_NAMES = {"unrolled": "unrolled", "while": "WHILE loop",  # how the report names them
+              "fused": "UNIDIRECTIONAL_SEQUENCE_LSTM"}
 MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow to convert
 # "auto" unrolls while the file holds at most this many cell steps (steps x directions x
 # layers): the export's time and memory grow with that count. Measured by
@@ -73,7 +88,8 @@ def export_tflite(
         path: the `.tflite` file to write; written atomically (no partial file on failure).
         batch_size: the fixed batch of the exported input (default 1).
         seq_len: the fixed number of steps; defaults to the model's own time length, and is
-            required when the model accepts any length.
+            required when the model accepts any length; a dict by input name for a model
+            whose inputs have different lengths.
         quantize: None (float32), `"dynamic"` (int8 weights), `"float16"` (float16 weights)
             or `"int8"` (full integer; needs `representative_data`).
         representative_data: for int8: inputs shaped like the model's, `(n, seq_len,
@@ -111,29 +127,77 @@ def build_tflite(
     form: str = "auto",
 ) -> bytes:
     """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
-    structure = read_model(model)
     if quantize not in QUANTIZE:
         raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-    form = choose_form(structure, seq_len if seq_len is not None else structure.seq_len, form,
-                       quantize)
-    seq_len = _resolve_seq_len(structure, seq_len, unrolled=form == "unrolled")
-    _check_activation_size(structure, batch_size, seq_len)
+    specs = input_specs(model)
+    recurrent = [description for description in map(describe_recurrent, all_layers(model))
+                 if description is not None]
+    lengths = seq_len if isinstance(seq_len, dict) else {  # the inputs of free length
+        name: seq_len for name, shape, _ in specs if len(shape) > 1 and shape[1] is None}
+    if not isinstance(seq_len, dict) and not lengths:
+        lengths = {specs[0][0]: seq_len}  # checked against the model's own length
+    unknown = sorted(set(lengths) - {name for name, _, _ in specs})
+    if unknown:
+        raise ValueError(f"seq_len names inputs {unknown} the model does not have; its inputs: "
+                         f"{[name for name, _, _ in specs]}.")
+    seq_len = max((length for length in lengths.values() if length is not None), default=None)
+    own = _own_seq_len(specs)
+    form = choose_form(recurrent, seq_len if seq_len is not None else own, form, quantize)
+    fixed = []
+    for name, shape, dtype in specs:
+        length = _resolve_seq_len(
+            shape[1] if len(shape) > 1 else None, lengths.get(name),
+            unrolled=form == "unrolled" and bool(recurrent),
+            needed=len(shape) > 1 and shape[1] is None, name=name)
+        fixed.append((name, _fixed_shape(name, shape, batch_size, length), dtype))
+    seq_len = max((shape[1] for _, shape, _ in fixed if len(shape) > 1), default=None)
+    _check_activation_size(fixed, recurrent, batch_size, seq_len)
     if quantize == "int8" and representative_data is None:
         raise ValueError(
             "quantize='int8' needs representative_data: a few inputs shaped like the model's "
             "(the training data is a good choice) to calibrate the integer ranges."
         )
+    calibration = (_calibration_batches(fixed, representative_data, batch_size)
+                   if quantize == "int8" else None)
+    layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
-    if form == "unrolled":
-        holder = tf.Module()  # a trackable owner: the converter's current, documented path
-        holder.function = _inference_function(structure, batch_size, seq_len)
+    if form == "fused":
+        structure = read_model(model)  # the tf-keras rebuild takes single chains
+        converter = tf.lite.TFLiteConverter.from_keras_model(
+            _fixed_shape_model(model, structure, batch_size, seq_len))
+    else:
+        # "while": the model as Keras computes it, the converter writing each recurrent layer
+        # as a WHILE loop; "unrolled": the built-in recurrent layers written out step by step
+        graph = clone_with(model, unrolled_stand_in) if form == "unrolled" else model
+        names = output_names(model)
+        def inference(*inputs):
+            results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+            return dict(zip(names, as_list(results)))
+
+        function = tf.function(inference, autograph=False, input_signature=[
+            tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed])
+        # The weights frozen into constants first (a file with variables needs initialising on
+        # the device), then handed over with a trackable owner: the converter's current path,
+        # which writes a signature with the inputs' and outputs' names.
+        from tensorflow.python.framework.convert_to_constants import (
+            convert_variables_to_constants_v2,
+        )
+
+        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+
+        def named(*inputs):  # the frozen function's outputs under their names again
+            results = frozen(*inputs)
+            if isinstance(results, dict):
+                return results
+            return dict(zip(sorted(names), tf.nest.flatten(results)))  # dicts flatten sorted
+
+        holder = tf.Module()
+        holder.function = tf.function(named, autograph=False,
+                                      input_signature=function.input_signature)
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [holder.function.get_concrete_function()], holder)
-    else:
-        converter = tf.lite.TFLiteConverter.from_keras_model(
-            _fixed_shape_model(model, structure, batch_size, seq_len, form))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize is not None:
@@ -142,21 +206,21 @@ def build_tflite(
         converter.target_spec.supported_types = [tf.float16]
     if quantize == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = _calibration_batches(
-            structure, representative_data, batch_size, seq_len
-        )
-    flatbuffer = _convert(converter, structure)
+        converter.representative_dataset = calibration
+    flatbuffer = _convert(converter, layer_names)
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
         raise TFLiteConversionError(
             "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
             "only): use form='unrolled' or form='while'."
         )
-    if metadata:
-        flatbuffer = add_metadata(flatbuffer, metadata)
-    return flatbuffer
+    forms = recurrent_forms(model, FORM_NAMES[form])
+    return add_metadata(flatbuffer, {**(metadata or {}), FORMS_METADATA: json.dumps(forms)},
+                        # the tf-keras rebuild names its tensors after its own layers
+                        signature_names=(SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME)
+                        if form == "fused" else None)
 
 
-def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
+def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
     """The time-loop form of the .tflite file.
 
     - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
@@ -177,12 +241,12 @@ def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
     """
     if form not in FORMS:
         raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
-    cells = {direction.cell for layer in structure.recurrent_layers
+    recurrent = getattr(recurrent, "recurrent_layers", recurrent)  # a ModelStructure too
+    cells = {direction.cell for layer in recurrent
              for direction in ([layer.forward, layer.backward]
                                if isinstance(layer, Bidirectional) else [layer])}
     if form == "auto":
-        directions = sum(2 if isinstance(layer, Bidirectional) else 1
-                         for layer in structure.recurrent_layers)
+        directions = sum(2 if isinstance(layer, Bidirectional) else 1 for layer in recurrent)
         if (seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS
                 or quantize == "int8"):
             return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
@@ -201,16 +265,10 @@ def choose_form(structure, seq_len, form: str = "auto", quantize=None) -> str:
     return form
 
 
-def _fixed_shape_model(model, structure, batch_size: int, seq_len: int, form: str):
-    """The model rebuilt with a fixed input shape: in Keras 3 for the WHILE form, in tf-keras
-    (weights copied) for the fused form."""
+def _fixed_shape_model(model, structure, batch_size: int, seq_len: int):
+    """The model rebuilt in tf-keras with a fixed input shape and the weights copied: the
+    converter fuses only tf-keras LSTM layers into UNIDIRECTIONAL_SEQUENCE_LSTM."""
     shape = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
-    if form == "while":
-        import keras
-
-        layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
-        return keras.Sequential(
-            [keras.Input(shape, batch_size=batch_size, dtype=structure.input_dtype)] + layers)
     try:
         import tf_keras
     except ImportError as error:
@@ -250,13 +308,20 @@ def _fixed_shape_model(model, structure, batch_size: int, seq_len: int, form: st
     return fixed
 
 
-def _resolve_seq_len(structure, seq_len, *, unrolled: bool = True):
-    own = structure.seq_len
+def _own_seq_len(specs):
+    """The model's fixed time length (axis 1 of its sequence inputs), or None if any
+    sequence input takes any length."""
+    lengths = {shape[1] for _, shape, _ in specs if len(shape) > 1}
+    return None if None in lengths or len(lengths) != 1 else lengths.pop()
+
+
+def _resolve_seq_len(own, seq_len, *, unrolled: bool, needed: bool, name: str = "inputs"):
     if seq_len is None:
-        if own is None:
+        if needed:
             raise ValueError(
-                "The model accepts sequences of any length, but a .tflite file has a fixed "
-                "input shape: pass seq_len=N (the number of steps the device will feed)."
+                f"Input {name!r} accepts sequences of any length, but a .tflite file has a "
+                "fixed input shape: pass seq_len=N (the number of steps the device will "
+                "feed; a dict by input name for inputs of different lengths)."
             )
         return own
     if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len <= 0:
@@ -272,106 +337,95 @@ def _resolve_seq_len(structure, seq_len, *, unrolled: bool = True):
     return seq_len
 
 
-def _check_activation_size(structure, batch_size: int, seq_len: int) -> None:
-    widths = [structure.input_shape[2] if not structure.takes_ids else 1]
-    for layer in structure.layers:
-        for name in ("units", "table", "kernel"):
-            value = getattr(layer, name, None)
-            if value is not None:
-                widths.append(value if isinstance(value, int) else value.shape[-1])
-    elements = batch_size * seq_len * max(widths)
-    if elements > MAX_ACTIVATION_ELEMENTS:
+def _fixed_shape(name: str, shape: tuple, batch_size: int, seq_len) -> tuple:
+    """An input's shape in the file: the batch fixed, a free time axis set to seq_len."""
+    fixed = [batch_size]
+    for axis, size in enumerate(shape[1:], start=1):
+        if size is None and axis == 1 and seq_len is not None:
+            size = seq_len
+        if size is None:
+            raise ValueError(
+                f"Input {name!r} has shape {shape} with a free axis {axis}; a .tflite file "
+                "needs every axis but the batch fixed: build the model with that size in "
+                "keras.Input(shape=...).")
+        fixed.append(int(size))
+    return tuple(fixed)
+
+
+def _check_activation_size(fixed, recurrent, batch_size: int, seq_len) -> None:
+    sizes = [int(np.prod(shape)) for _, shape, _ in fixed]
+    units = [layer.units for layer in recurrent]
+    if units and seq_len:
+        sizes.append(batch_size * seq_len * max(units))
+    if max(sizes) > MAX_ACTIVATION_ELEMENTS:
         raise ValueError(
-            f"batch_size={batch_size} x seq_len={seq_len} x {max(widths)} features is "
-            f"{elements:,} values per activation, over the {MAX_ACTIVATION_ELEMENTS:,} a "
+            f"batch_size={batch_size} with seq_len={seq_len} makes activations of "
+            f"{max(sizes):,} values per activation, over the {MAX_ACTIVATION_ELEMENTS:,} a "
             "fixed-shape .tflite file is allowed here: export a smaller batch (the device can "
             "run the file several times) or a streaming step model (export.step).")
 
 
-def _calibration_batches(structure, data, batch_size: int, seq_len: int):
-    """Checks the int8 calibration data, then yields it in the file's fixed batches. Every
-    check runs before conversion: the converter's calibrator ends the whole process
-    (segfault) on non-finite ranges instead of raising."""
-    data = np.asarray(data)
-    expected = (seq_len,) if structure.takes_ids else (seq_len, structure.input_shape[2])
-    if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected:
-        raise ValueError(
-            f"representative_data has shape {data.shape}; expected (n, "
-            f"{', '.join(map(str, expected))}) matching the exported input."
-        )
-    if len(data) == 0:
-        raise ValueError(f"representative_data has shape {data.shape}: no rows to calibrate on.")
-    if data.dtype.kind not in "biuf":
-        raise ValueError(f"representative_data holds {data.dtype} values; expected numbers.")
-    if structure.takes_ids and data.dtype.kind == "f":
-        raise ValueError("representative_data must be integer token ids for this model; got "
-                         f"{data.dtype} values.")
-    if data.dtype.kind == "f" and not np.isfinite(data).all():
-        bad = int(np.count_nonzero(~np.isfinite(data)))
-        raise ValueError(
-            f"representative_data holds {bad} NaN or infinite values; int8 ranges need finite "
-            "calibration data. Remove or replace those values.")
-    if structure.takes_ids:
-        vocabulary = next(layer.table.shape[0] for layer in structure.layers
-                          if isinstance(layer, Embedding))
-        if data.min() < 0 or data.max() >= vocabulary:
+def _calibration_batches(fixed, data, batch_size: int):
+    """Checks the int8 calibration data (an array for one input; a list in input order or a
+    dict by input name for several), then yields it in the file's fixed batches. Every check
+    runs before conversion: the converter's calibrator ends the whole process (segfault) on
+    non-finite ranges instead of raising."""
+    names = [name for name, _, _ in fixed]
+    if isinstance(data, dict):
+        missing = sorted(set(names) - set(data))
+        if missing:
+            raise ValueError(f"representative_data lacks inputs {missing}; it has {sorted(data)}.")
+        arrays = [data[name] for name in names]
+    elif len(fixed) > 1:
+        if not isinstance(data, (list, tuple)) or len(data) != len(fixed):
+            raise ValueError(f"representative_data must hold one array per input {names}, as a "
+                             "list in that order or a dict by name.")
+        arrays = list(data)
+    else:
+        arrays = [data]
+    checked = []
+    for (name, shape, dtype), array in zip(fixed, arrays):
+        array = np.asarray(array)
+        label = "representative_data" + (f"[{name!r}]" if len(fixed) > 1 else "")
+        expected = shape[1:]
+        if array.ndim != len(shape) or tuple(array.shape[1:]) != expected:
             raise ValueError(
-                f"representative_data holds ids from {data.min()} to {data.max()}; the model's "
-                f"Embedding takes 0 to {vocabulary - 1}.")
-    dtype = np.int32 if structure.takes_ids else np.float32
+                f"{label} has shape {array.shape}; expected (n, "
+                f"{', '.join(map(str, expected))}) matching the exported input.")
+        if len(array) == 0:
+            raise ValueError(f"{label} has shape {array.shape}: no rows to calibrate on.")
+        if array.dtype.kind not in "biuf":
+            raise ValueError(f"{label} holds {array.dtype} values; expected numbers.")
+        integer = np.dtype(dtype).kind in "iu"
+        if integer and array.dtype.kind == "f":
+            raise ValueError(f"{label} must be integer token ids for this model; got "
+                             f"{array.dtype} values.")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            bad = int(np.count_nonzero(~np.isfinite(array)))
+            raise ValueError(
+                f"{label} holds {bad} NaN or infinite values; int8 ranges need finite "
+                "calibration data. Remove or replace those values.")
+        if integer and array.min() < 0:
+            raise ValueError(f"{label} holds negative ids ({array.min()}); ids start at 0.")
+        checked.append(array.astype(dtype))
+    if len({len(array) for array in checked}) != 1:
+        raise ValueError("representative_data has a different number of rows per input: "
+                         f"{[len(array) for array in checked]}.")
 
     def batches():
-        for start in range(0, len(data), batch_size):
-            chunk = data[start:start + batch_size]
-            if len(chunk) < batch_size:  # repeat rows to fill the fixed batch
-                chunk = np.resize(chunk, (batch_size,) + chunk.shape[1:])
-            yield [chunk.astype(dtype)]
+        for start in range(0, len(checked[0]), batch_size):
+            chunks = []
+            for array in checked:
+                chunk = array[start:start + batch_size]
+                if len(chunk) < batch_size:  # repeat rows to fill the fixed batch
+                    chunk = np.resize(chunk, (batch_size,) + chunk.shape[1:])
+                chunks.append(chunk)
+            yield chunks
 
     return batches
 
 
 # -- the TensorFlow graph ----------------------------------------------------------------------
-
-def _inference_function(structure, batch_size: int, seq_len: int):
-    import tensorflow as tf
-
-    if structure.takes_ids:
-        spec = tf.TensorSpec((batch_size, seq_len), tf.int32, name="inputs")
-    else:
-        spec = tf.TensorSpec((batch_size, seq_len, structure.input_shape[2]), tf.float32,
-                             name="inputs")
-
-    @tf.function(input_signature=[spec], autograph=False)
-    def inference(inputs):
-        return {"outputs": _forward(structure, inputs)}
-
-    return inference
-
-
-def _forward(structure, inputs):
-    import tensorflow as tf
-
-    values, mask = inputs, None
-    for layer in structure.layers:
-        with tf.name_scope(layer.name):
-            if isinstance(layer, Embedding):
-                mask = tf.not_equal(values, 0) if layer.mask_zero else None
-                values = tf.gather(tf.constant(layer.table), values)
-            elif isinstance(layer, Masking):
-                mask = tf.reduce_any(tf.not_equal(values, layer.mask_value), axis=-1)
-                values = values * tf.cast(mask, tf.float32)[..., None]
-            elif isinstance(layer, Recurrent):
-                values = _recurrent(layer, values, mask)
-                mask = mask if layer.return_sequences else None
-            elif isinstance(layer, Bidirectional):
-                values = _bidirectional(layer, values, mask)
-                mask = mask if layer.return_sequences else None
-            elif isinstance(layer, Dense):
-                values = _activation(layer.activation, _dense(values, layer.kernel, layer.bias))
-            elif isinstance(layer, Activation):
-                values = _activation(layer.activation, values)
-    return values
-
 
 def _dense(values, kernel, bias):
     """x @ kernel + bias as one 2-D FULLY_CONNECTED, for any leading shape."""
@@ -380,7 +434,8 @@ def _dense(values, kernel, bias):
     shape = values.shape
     flat = tf.reshape(values, [-1, shape[-1]])
     result = tf.matmul(flat, tf.constant(kernel)) + tf.constant(bias)
-    return tf.reshape(result, list(shape[:-1]) + [kernel.shape[1]])
+    return tf.reshape(result, [-1 if size is None else size for size in shape[:-1]]
+                      + [kernel.shape[1]])
 
 
 def _activation(name: str, values):
@@ -401,7 +456,11 @@ def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_sta
     final states follow the outputs, as Keras's `return_state=True` gives them."""
     import tensorflow as tf
 
-    batch, timesteps = values.shape[0], values.shape[1]
+    timesteps = values.shape[1]
+    if timesteps is None:
+        raise ValueError(f"Layer {layer.name!r} gets sequences of unknown length here; the "
+                         "unrolled form needs a fixed number of steps (seq_len=).")
+    batch = values.shape[0] if values.shape[0] is not None else tf.shape(values)[0]
     units = layer.units
     # All input projections at once: (batch, time, gates * units)
     projected = tf.unstack(_dense(values, layer.kernel, _input_bias(layer)), axis=1)
@@ -479,20 +538,53 @@ def _cell_step(layer: Recurrent, x_t, h, c, weights: dict | None = None):
     return z * h + (1.0 - z) * candidate, c
 
 
-def _bidirectional(layer: Bidirectional, values, mask):
+def run_recurrent(description, values, mask=None, initial_state=None, return_state=False):
+    """A built-in recurrent layer (`Recurrent` or `Bidirectional`) as unrolled TF ops, with
+    Keras's masking, `initial_state` (Keras's order: the forward direction's states, then the
+    backward one's) and `return_state` (outputs, then the final states in that order)."""
     import tensorflow as tf
 
-    forward = _recurrent(layer.forward, values, mask)
-    backward = _recurrent(layer.backward, values, mask)
-    if layer.return_sequences:
+    initial_state = list(initial_state or [])
+    if isinstance(description, Recurrent):
+        result = _recurrent(description, values, mask, initial_state or None, return_state=True)
+        return [result[0]] + result[1] if return_state else result[0]
+    half = len(initial_state) // 2
+    forward, forward_states = _recurrent(description.forward, values, mask,
+                                         initial_state[:half] or None, return_state=True)
+    backward, backward_states = _recurrent(description.backward, values, mask,
+                                           initial_state[half:] or None, return_state=True)
+    if description.return_sequences:
         backward = tf.reverse(backward, axis=[1])
-    if layer.merge_mode == "concat":
-        return tf.concat([forward, backward], axis=-1)
-    if layer.merge_mode == "sum":
-        return forward + backward
-    if layer.merge_mode == "ave":
-        return (forward + backward) * 0.5
-    return forward * backward
+    if description.merge_mode == "concat":
+        outputs = tf.concat([forward, backward], axis=-1)
+    elif description.merge_mode == "sum":
+        outputs = forward + backward
+    elif description.merge_mode == "ave":
+        outputs = (forward + backward) * 0.5
+    else:
+        outputs = forward * backward
+    return [outputs] + forward_states + backward_states if return_state else outputs
+
+
+def unrolled_stand_in(original, description):
+    """The TFLite stand-in of a built-in recurrent layer (see `export.graph`)."""
+    return _unrolled_class()(original, description)
+
+
+@functools.cache
+def _unrolled_class():
+    base = stand_in_base()
+
+    class UnrolledRecurrent(base):
+        """The layer's time loop written out step by step from its trained weights: one
+        FULLY_CONNECTED for every step's input projection at once, then per step the
+        recurrent matmul and element-wise builtins; a SELECT per step where a mask is."""
+
+        def call(self, inputs, mask=None, initial_state=None, training=None):
+            return run_recurrent(self.description, self.with_known_shape(inputs), mask,
+                                 initial_state, self.return_state)
+
+    return UnrolledRecurrent
 
 
 def convert_function(function, input_signature, structure) -> bytes:
@@ -505,10 +597,10 @@ def convert_function(function, input_signature, structure) -> bytes:
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [holder.function.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return _convert(converter, structure)
+    return _convert(converter, [layer.name for layer in structure.layers])
 
 
-def _convert(converter, structure) -> bytes:
+def _convert(converter, layer_names) -> bytes:
     """Runs the converter without its terminal output (its settings printed from C++, the
     SavedModel summary of `from_keras_model`, the int8 statistics warning), then refuses any
     Flex or custom op in the result."""
@@ -518,16 +610,15 @@ def _convert(converter, structure) -> bytes:
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError and others
-        raise TFLiteConversionError(_explain_conversion_error(error, structure)) from error
-    check_builtin_only(flatbuffer, structure)
+        raise TFLiteConversionError(_explain_conversion_error(error, layer_names)) from error
+    check_builtin_only(flatbuffer, layer_names)
     return flatbuffer
 
 
 # -- checking and annotating the flatbuffer ----------------------------------------------------
 
-def _explain_conversion_error(error, structure) -> str:
+def _explain_conversion_error(error, layer_names) -> str:
     text = str(error)
-    layer_names = [layer.name for layer in structure.layers]
     culprits = [name for name in layer_names if f"{name}/" in text]
     where = f" in layer {culprits[0]!r}" if culprits else ""
     first_line = next((line for line in text.splitlines() if "error" in line.lower()), text[:300])
@@ -559,25 +650,29 @@ def operator_names(flatbuffer: bytes) -> list[str]:
     return names
 
 
-def check_builtin_only(flatbuffer: bytes, structure=None) -> None:
+def check_builtin_only(flatbuffer: bytes, layer_names=None) -> None:
     """Raises TFLiteConversionError if the file holds any Flex or custom op."""
     foreign = [name for name in operator_names(flatbuffer) if name.startswith("custom:")]
     if foreign:
         layers = ""
-        if structure is not None:
-            layers = f" (model layers: {[layer.name for layer in structure.layers]})"
+        if layer_names:
+            layers = f" (model layers: {list(layer_names)})"
         raise TFLiteConversionError(
             f"The converted model needs non-builtin ops {foreign}{layers}; the standalone "
             "LiteRT interpreter cannot run Flex or custom ops, so no file was written."
         )
 
 
-def add_metadata(flatbuffer: bytes, metadata: dict) -> bytes:
-    """Stores `metadata` (string key/values, as JSON) in a `keras_rnn` flatbuffer entry."""
+def add_metadata(flatbuffer: bytes, metadata: dict, *, signature_names=None) -> bytes:
+    """Stores `metadata` (string key/values, as JSON) in a `keras_rnn` flatbuffer entry;
+    `signature_names=(input, output)` renames a single-input, single-output signature."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    if signature_names and model.signatureDefs:
+        signature = model.signatureDefs[0]
+        signature.inputs[0].name, signature.outputs[0].name = signature_names
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(
         json.dumps({str(k): str(v) for k, v in metadata.items()}, ensure_ascii=False).encode(),

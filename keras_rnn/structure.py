@@ -219,7 +219,7 @@ def describe_layer(layer):
         )
     if isinstance(layer, keras.layers.Masking):
         return Masking(layer.name, float(layer.mask_value))
-    if isinstance(layer, (keras.layers.SimpleRNN, keras.layers.LSTM, keras.layers.GRU)):
+    if is_builtin_recurrent(layer):
         return _describe_recurrent(layer)
     if isinstance(layer, keras.layers.Bidirectional):
         forward = _describe_recurrent(layer.forward_layer)
@@ -281,18 +281,31 @@ def _describe_dense(layer, *, name: str) -> Dense:
     return Dense(name, kernel, bias, activation)
 
 
-def _describe_recurrent(layer) -> Recurrent:
+def _cell_kind(layer) -> str | None:
+    """"simple_rnn", "lstm" or "gru" for a recurrent layer over one built-in cell
+    (`SimpleRNN`, `LSTM`, `GRU`, or `keras.layers.RNN` over their cells), else None."""
     import keras
 
-    cell_kind = {
-        keras.layers.SimpleRNN: "simple_rnn",
-        keras.layers.LSTM: "lstm",
-        keras.layers.GRU: "gru",
-    }.get(type(layer))
+    if not isinstance(layer, keras.layers.RNN):
+        return None
+    return {
+        keras.layers.SimpleRNNCell: "simple_rnn",
+        keras.layers.LSTMCell: "lstm",
+        keras.layers.GRUCell: "gru",
+    }.get(type(layer.cell))
+
+
+def is_builtin_recurrent(layer) -> bool:
+    """True for the recurrent layers this project writes in native form."""
+    return _cell_kind(layer) is not None
+
+
+def _describe_recurrent(layer) -> Recurrent:
+    cell_kind = _cell_kind(layer)
     if cell_kind is None:
         raise UnsupportedModelError(
             f"Unsupported recurrent layer {layer.name!r} of type {type(layer).__name__}; "
-            "supported: SimpleRNN, LSTM, GRU."
+            "supported: SimpleRNN, LSTM, GRU and keras.layers.RNN over their cells."
         )
     if layer.stateful:
         raise UnsupportedModelError(

@@ -89,7 +89,7 @@ def test_lecture_inputs_with_padding_in_the_middle_of_a_batch(tmp_path):
                          TFLITE_TOLERANCE)
 
 
-def test_functional_models_export_and_branching_ones_are_refused(tmp_path):
+def test_functional_models_export_including_branches_and_merges(tmp_path):
     import keras
 
     keras.utils.set_random_seed(5)
@@ -105,9 +105,14 @@ def test_functional_models_export_and_branching_ones_are_refused(tmp_path):
     branch_a = keras.layers.LSTM(4)(inputs)
     branch_b = keras.layers.GRU(4)(inputs)
     merged = keras.Model(inputs, keras.layers.Add()([branch_a, branch_b]))
-    with pytest.raises(UnsupportedModelError, match="single chain"):
-        export_onnx(merged, tmp_path / "merged.onnx")
-    assert not (tmp_path / "merged.onnx").exists()
+    onnx_path = export_onnx(merged, tmp_path / "merged.onnx")
+    assert verify(merged, onnx_path).passed
+    assert verify(merged, export_tflite(merged, tmp_path / "merged.tflite")).passed
+    import onnx
+
+    op_types = [node.op_type for node in onnx.load(onnx_path).graph.node]
+    assert op_types.count("LSTM") == 1 and op_types.count("GRU") == 1, op_types
+    assert "Loop" not in op_types and "Scan" not in op_types
 
 
 def test_export_does_not_change_the_model(tmp_path):
@@ -177,12 +182,17 @@ def test_vocabulary_travels_with_both_formats(tmp_path, hihello_results):
 
 def test_unsupported_layer_names_it_and_writes_nothing(tmp_path):
     import keras
+    import tensorflow as tf
 
-    model = keras.Sequential([keras.Input((5, 3)), keras.layers.Conv1D(4, 2, name="my_conv"),
-                              keras.layers.LSTM(3)])
-    for exporter, name in ((export_tflite, "m.tflite"), (export_onnx, "m.onnx")):
-        with pytest.raises(UnsupportedModelError, match="Unsupported layer 'my_conv' of type Conv1D"):
-            exporter(model, tmp_path / name)
+    # Python code inside the graph has no TFLite builtin and no ONNX form
+    python = keras.layers.Lambda(
+        lambda x: tf.numpy_function(lambda v: v * 2, [x], tf.float32, stateful=False),
+        output_shape=(5, 3), name="my_python")
+    model = keras.Sequential([keras.Input((5, 3)), python, keras.layers.LSTM(3)])
+    with pytest.raises(TFLiteConversionError, match="PyFunc.* builtin ops only"):
+        export_tflite(model, tmp_path / "m.tflite")
+    with pytest.raises(UnsupportedModelError, match="no ONNX form: PyFunc"):
+        export_onnx(model, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -391,11 +401,11 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
 
     import keras
 
-    unsupported = keras.Sequential([keras.Input((4, 3)), keras.layers.Conv1D(2, 2),
-                                    keras.layers.GRU(2)])
+    unsupported = keras.Sequential([keras.Input((4, 3), batch_size=1),
+                                    keras.layers.GRU(2, stateful=True, name="streaming")])
     unsupported.save(tmp_path / "conv.keras")
     refused = _cli(tmp_path / "conv.keras", "--out", tmp_path / "o3", cwd=ROOT)
-    assert refused.returncode == 2 and "Unsupported layer" in refused.stderr
+    assert refused.returncode == 2 and "'streaming' is stateful=True" in refused.stderr
     assert not any((tmp_path / "o3").glob("*.tflite")) and not any((tmp_path / "o3").glob("*.onnx"))
 
 
@@ -551,8 +561,9 @@ def test_python_layers_load_only_when_the_user_trusts_them(tmp_path, capsys):
     code = main([str(tmp_path / "lambda.keras"), "--to", "onnx", "--out", str(tmp_path)])
     error = capsys.readouterr().err
     assert code == 2 and "--trust-python-layers" in error and "safe_mode" not in error
-    # trusted, it loads; then the exporter names the layer it cannot export
+    # trusted, it loads, and its TensorFlow ops export like any other layer's
     code = main([str(tmp_path / "lambda.keras"), "--to", "onnx", "--out", str(tmp_path),
-                 "--trust-python-layers"])
-    error = capsys.readouterr().err
-    assert code == 2 and "Lambda" in error and "--trust-python-layers" not in error
+                 "--trust-python-layers", "--verify"])
+    printed = capsys.readouterr()
+    assert code == 0 and "PASS" in printed.out, printed
+    assert (tmp_path / "lambda.onnx").exists()

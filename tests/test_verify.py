@@ -124,10 +124,10 @@ def test_verify_fails_an_onnx_file_with_swapped_gates(tmp_path, cell):
     path = export_onnx(model, tmp_path / "m.onnx")
     assert verify(model, path).passed
     proto = onnx.load(path)
-    for initializer in proto.graph.initializer:
-        if initializer.name.startswith("W_"):
-            broken = _swap_first_two_gates(numpy_helper.to_array(initializer), 4)
-            initializer.CopyFrom(numpy_helper.from_array(broken, initializer.name))
+    operator = next(node for node in proto.graph.node if node.op_type in ("LSTM", "GRU"))
+    weights = next(i for i in proto.graph.initializer if i.name == operator.input[1])  # W
+    broken = _swap_first_two_gates(numpy_helper.to_array(weights), 4)
+    weights.CopyFrom(numpy_helper.from_array(broken, weights.name))
     onnx.save(proto, path)
     report = verify(model, path)
     assert not report.passed, str(report)

@@ -1,0 +1,245 @@
+"""Any Keras model graph, rebuilt for export with its recurrent layers in native form.
+
+One path per format for the whole graph: `keras.models.clone_model` rebuilds the user's model
+(Sequential, functional or nested; branches, merges, several inputs and outputs, layers called
+with `mask=` or `initial_state=`) layer by layer, every layer reused as it is (same weights)
+except the built-in recurrent layers (`SimpleRNN`, `LSTM`, `GRU`, `keras.layers.RNN` over their
+cells, and `Bidirectional` of those), which become a stand-in of the same name:
+
+- for TFLite, `UnrolledRecurrent`: the time loop written out step by step from the trained
+  weights (`export.tflite.run_recurrent`), the fastest builtin form measured here, then the
+  whole graph goes through the TFLite converter (builtin ops only);
+- for ONNX, `RecurrentMarker`: an opaque op that tf2onnx hands to `export.onnx` (the
+  `custom_op_handlers` hook), which replaces it by the native `RNN`/`LSTM`/`GRU` operator
+  (tf2onnx itself would write GRU and SimpleRNN as a slow generic `Loop`).
+
+Every other layer (convolutions, pooling, normalization, reshapes, merges, attention,
+TimeDistributed of anything, custom cells, ConvLSTM) is converted by the standard converter,
+as Keras computes it; masks flow between layers as Keras propagates them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from keras_rnn.structure import (
+    Bidirectional,
+    UnsupportedModelError,
+    describe_layer,
+    is_builtin_recurrent,
+)
+
+SINGLE_INPUT_NAME = "inputs"  # a model with one input and one output keeps these names
+SINGLE_OUTPUT_NAME = "outputs"
+
+
+def describe_recurrent(layer):
+    """The `Recurrent`/`Bidirectional` description of a built-in recurrent layer, or None for
+    any other layer (left to the converter)."""
+    import keras
+
+    if isinstance(layer, keras.layers.Bidirectional):
+        if not (is_builtin_recurrent(layer.forward_layer)
+                and is_builtin_recurrent(layer.backward_layer)):
+            return None
+    elif not is_builtin_recurrent(layer):
+        return None
+    if getattr(layer, "stateful", False) or getattr(
+            getattr(layer, "forward_layer", None), "stateful", False):
+        raise UnsupportedModelError(
+            f"Layer {layer.name!r} is stateful=True: its state between calls is not exported "
+            "yet (a frozen state would be silently wrong). Export a streaming step model "
+            "(export.step), which takes and returns the state explicitly.")
+    return describe_layer(layer)
+
+
+def state_sizes(description) -> list[int]:
+    """The units of each state Keras returns with `return_state=True`, in its order."""
+    directions = ([description.forward, description.backward]
+                  if isinstance(description, Bidirectional) else [description])
+    return [d.units for d in directions for _ in range(2 if d.cell == "lstm" else 1)]
+
+
+@functools.cache
+def stand_in_base():
+    import keras
+
+    class RecurrentStandIn(keras.layers.Layer):
+        """A built-in recurrent layer's place in the cloned graph: same name, same inputs,
+        outputs, masks and states; subclasses write its computation for one format."""
+
+        def __init__(self, original, description):
+            super().__init__(name=original.name)
+            self.description = description
+            self.return_sequences = bool(original.return_sequences)
+            self.return_state = bool(original.return_state)
+            self.supports_masking = True
+
+        def _output_specs(self, batch, steps):
+            units = self.description.units
+            shape = (batch, steps, units) if self.return_sequences else (batch, units)
+            outputs = [keras.KerasTensor(shape, "float32")]
+            if self.return_state:
+                outputs += [keras.KerasTensor((batch, size), "float32")
+                            for size in state_sizes(self.description)]
+            return outputs if self.return_state else outputs[0]
+
+        def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
+            self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
+            return self._output_specs(inputs.shape[0], inputs.shape[1])
+
+        def with_known_shape(self, inputs):
+            """`inputs` with the static shape Keras inferred, where the traced graph lost it
+            (after an op of unknown output shape)."""
+            if inputs.shape.rank is None and hasattr(self, "known_input_shape"):
+                inputs.set_shape(self.known_input_shape)
+            return inputs
+
+        def compute_mask(self, inputs, mask=None):
+            output_mask = mask if self.return_sequences else None
+            if self.return_state:
+                return [output_mask] + [None] * len(state_sizes(self.description))
+            return output_mask
+
+    return RecurrentStandIn
+
+
+def clone_with(model, stand_in):
+    """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
+    description)`; every other layer is reused as is (its weights included), but for
+    `TimeDistributed`, which becomes one reshape around its inner layer (`_FlatTimeDistributed`)."""
+    import keras
+
+    def clone_function(layer):
+        if isinstance(layer, keras.layers.TimeDistributed) and not getattr(
+                layer.layer, "_call_has_mask_arg", False):
+            return _flat_time_distributed_class()(layer)
+        description = describe_recurrent(layer)
+        return layer if description is None else stand_in(layer, description)
+
+    try:
+        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    except UnsupportedModelError:
+        raise
+    except Exception as error:  # Keras's own messages for graphs it cannot rebuild
+        raise UnsupportedModelError(
+            f"Model {model.name!r} could not be rebuilt for export ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'})."
+        ) from error
+
+
+@functools.cache
+def _flat_time_distributed_class():
+    import keras
+
+    class FlatTimeDistributed(keras.layers.Layer):
+        """`TimeDistributed(layer)` as Keras computes it for a static time axis, written as one
+        reshape: (batch, time, ...) -> (batch * time, ...) -> the layer -> back. Keras itself
+        runs a free time axis through `vectorized_map`, a while loop that tf2onnx converts
+        into a `Loop` with wrong shapes, and that would be slow anyway."""
+
+        def __init__(self, original):
+            super().__init__(name=original.name)
+            self.inner = original.layer
+            self.original = original
+            self.supports_masking = True
+
+        def compute_output_spec(self, inputs, mask=None, training=None):
+            return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                     inputs.dtype)
+
+        def compute_mask(self, inputs, mask=None):
+            return mask
+
+        def call(self, inputs, mask=None, training=None):
+            ops = keras.ops
+            shape = ops.shape(inputs)
+            flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
+            outputs = self.inner(flat, training=False)
+            return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
+
+    return FlatTimeDistributed
+
+
+def input_specs(model):
+    """`(name, shape, dtype)` of each model input; a single input is named "inputs"."""
+    inputs = _checked_io(model)[0]
+    if len(inputs) == 1:
+        names = [SINGLE_INPUT_NAME]
+    else:
+        names = [tensor.name for tensor in inputs]
+        if len(set(names)) != len(names):
+            raise UnsupportedModelError(f"Model {model.name!r} has inputs with the same name "
+                                        f"{names}: name them with keras.Input(name=...).")
+    return [(name, tuple(tensor.shape), str(tensor.dtype)) for name, tensor in zip(names, inputs)]
+
+
+def output_names(model) -> list[str]:
+    """The exported outputs' names: the model's own output names ("outputs" for one)."""
+    outputs = _checked_io(model)[1]
+    if len(outputs) == 1:
+        return [SINGLE_OUTPUT_NAME]
+    names = list(getattr(model, "output_names", None) or [t.name for t in outputs])
+    if len(set(names)) != len(names):
+        names = [f"output_{index}" for index in range(len(outputs))]
+    return names
+
+
+def _checked_io(model):
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
+    try:
+        inputs, outputs = model.inputs, model.outputs
+    except (AttributeError, ValueError):
+        inputs = outputs = None
+    if not inputs or not outputs:
+        raise ValueError(
+            f"Model {model.name!r} has no defined input: start it with keras.Input(shape=...) "
+            "or call it on data once before exporting.")
+    return list(inputs), list(outputs)
+
+
+def as_list(outputs) -> list:
+    """A model's outputs (a tensor, list or dict) as a list in `model.outputs` order."""
+    if isinstance(outputs, dict):
+        return list(outputs.values())
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]
+
+
+def keras_outputs(model, feeds: dict) -> dict:
+    """Runs the Keras model on named inputs (the exported names); returns named outputs."""
+    names = [name for name, _, _ in input_specs(model)]
+    arguments = [feeds[name] for name in names]
+    results = model(arguments[0] if len(arguments) == 1 else arguments, training=False)
+    return {name: np.asarray(value) for name, value in zip(output_names(model), as_list(results))}
+
+
+def recurrent_forms(model, native: str) -> dict:
+    """Which form each recurrent layer got: `native` for the built-in ones, the converter's
+    own loop for the rest (custom cells, ConvLSTM)."""
+    import keras
+
+    forms = {}
+    for layer in all_layers(model):
+        if describe_recurrent(layer) is not None:
+            forms[layer.name] = native
+        elif isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) or \
+                "ConvLSTM" in type(layer).__name__:
+            forms[layer.name] = "converter loop"
+    return forms
+
+
+def all_layers(model):
+    import keras
+
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from all_layers(layer)
+        else:
+            yield layer

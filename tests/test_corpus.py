@@ -1,0 +1,509 @@
+"""A corpus of RNN architectures people train, rebuilt from public Keras code (sources cited per
+case; the model-building code is written here, at small sizes, with seeded random weights).
+
+Every case is exported to TFLite and ONNX, then (1) `verify` must pass and (2) an independent
+comparison runs each file in LiteRT and ONNX Runtime on the case's own inputs (pre-padded ids,
+images, several inputs...) against Keras. The ONNX graphs of the built-in cells hold their
+native operators and no `Loop`/`Scan` (asserted); custom cells and ConvLSTM go through the
+standard converters' loops, and the files say so (`recurrent_forms` metadata).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from export import export_onnx, export_tflite, verify
+from export.graph import input_specs, keras_outputs
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.runtime import FORMS_METADATA, load
+
+BATCH = 2  # the TFLite files' fixed batch
+
+
+def _layers():
+    import keras
+
+    return keras, keras.layers
+
+
+def _ids(rng, shape, vocabulary, padding="pre"):
+    """Token ids 1..vocabulary-1, padded with 0 at the start (pad_sequences' default), the end
+    or in the middle of each row."""
+    ids = rng.integers(1, vocabulary, shape).astype(np.int32)
+    for row in range(shape[0]):
+        cut = int(rng.integers(1, shape[1]))
+        if padding == "pre":
+            ids[row, :cut] = 0
+        elif padding == "post":
+            ids[row, cut:] = 0
+        else:
+            ids[row, rng.choice(shape[1], size=max(1, shape[1] // 3), replace=False)] = 0
+    return ids
+
+
+def _floats(rng, shape):
+    return rng.normal(size=shape).astype(np.float32)
+
+
+# Each builder returns (model, {input name: array}) for inputs of batch BATCH.
+
+def bidirectional_lstm_imdb(rng):
+    # keras-io examples/nlp/bidirectional_lstm_imdb.py
+    keras, layers = _layers()
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = layers.Embedding(200, 16)(inputs)
+    x = layers.Bidirectional(layers.LSTM(16, return_sequences=True))(x)
+    x = layers.Bidirectional(layers.LSTM(16))(x)
+    model = keras.Model(inputs, layers.Dense(1, activation="sigmoid")(x))
+    return model, [_ids(rng, (BATCH, 20), 200, padding="none")]
+
+
+def addition_rnn(rng):
+    # keras-io examples/nlp/addition_rnn.py: LSTM encoder, RepeatVector, LSTM decoder
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((7, 12)), layers.LSTM(32), layers.RepeatVector(4),
+        layers.LSTM(32, return_sequences=True), layers.Dense(12, activation="softmax")])
+    chars = rng.integers(0, 12, (BATCH, 7))
+    return model, [np.eye(12, dtype=np.float32)[chars]]
+
+
+def lstm_seq2seq(rng):
+    # keras-io examples/nlp/lstm_seq2seq.py: return_state encoder, initial_state decoder
+    keras, layers = _layers()
+    encoder_inputs = keras.Input(shape=(None, 9), name="encoder_inputs")
+    _, state_h, state_c = layers.LSTM(16, return_state=True)(encoder_inputs)
+    decoder_inputs = keras.Input(shape=(None, 11), name="decoder_inputs")
+    decoder = layers.LSTM(16, return_sequences=True)(decoder_inputs,
+                                                     initial_state=[state_h, state_c])
+    outputs = layers.Dense(11, activation="softmax")(decoder)
+    model = keras.Model([encoder_inputs, decoder_inputs], outputs)
+    return model, [np.eye(9, dtype=np.float32)[rng.integers(0, 9, (BATCH, 6))],
+                   np.eye(11, dtype=np.float32)[rng.integers(0, 11, (BATCH, 6))]]
+
+
+def weather_forecasting(rng):
+    # keras-io examples/timeseries/timeseries_weather_forecasting.py
+    keras, layers = _layers()
+    inputs = keras.Input(shape=(24, 7))
+    model = keras.Model(inputs, layers.Dense(1)(layers.LSTM(16)(inputs)))
+    return model, [_floats(rng, (BATCH, 24, 7))]
+
+
+def forda_conv_gru(rng):
+    # keras-io examples/timeseries/timeseries_classification_from_scratch.py (FordA) front
+    # end: Conv1D + BatchNormalization + ReLU, here followed by a GRU
+    keras, layers = _layers()
+    inputs = keras.Input((50, 1))
+    x = layers.Conv1D(8, 3, padding="same")(inputs)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.GRU(8)(x)
+    model = keras.Model(inputs, layers.Dense(2, activation="softmax")(x))
+    return model, [_floats(rng, (BATCH, 50, 1))]
+
+
+def ctc_asr(rng):
+    # keras-io examples/audio/ctc_asr.py (DeepSpeech2-like): Conv2D front end, Bi-GRU stack
+    keras, layers = _layers()
+    inputs = keras.Input((20, 16), name="spectrogram")
+    x = layers.Reshape((20, 16, 1))(inputs)
+    x = layers.Conv2D(4, (5, 5), strides=(2, 2), padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Reshape((10, 8 * 4))(x)
+    for _ in range(2):
+        x = layers.Bidirectional(layers.GRU(8, return_sequences=True, reset_after=True),
+                                 merge_mode="concat")(x)
+        x = layers.Dropout(0.5)(x)
+    x = layers.Dense(16)(x)
+    x = layers.ReLU()(x)
+    model = keras.Model(inputs, layers.Dense(6, activation="softmax")(x))
+    return model, [_floats(rng, (BATCH, 20, 16))]
+
+
+def handwriting_recognition(rng):
+    # keras-io examples/vision/handwriting_recognition.py: CNN, reshape, Bi-LSTM stack
+    keras, layers = _layers()
+    image = keras.Input((32, 16, 1), name="image")
+    x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(image)
+    x = layers.MaxPooling2D((2, 2))(x)
+    x = layers.Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = layers.MaxPooling2D((2, 2))(x)
+    x = layers.Reshape((8, 4 * 8))(x)
+    x = layers.Dense(16, activation="relu")(x)
+    x = layers.Dropout(0.2)(x)
+    x = layers.Bidirectional(layers.LSTM(16, return_sequences=True, dropout=0.25))(x)
+    x = layers.Bidirectional(layers.LSTM(8, return_sequences=True, dropout=0.25))(x)
+    model = keras.Model(image, layers.Dense(10, activation="softmax")(x))
+    return model, [_floats(rng, (BATCH, 32, 16, 1))]
+
+
+def video_classification(rng):
+    # keras-io examples/vision/video_classification.py: frame features + an explicit mask
+    keras, layers = _layers()
+    frames = keras.Input((6, 12), name="frame_features")
+    mask = keras.Input((6,), dtype="bool", name="frame_mask")
+    x = layers.GRU(16, return_sequences=True)(frames, mask=mask)
+    x = layers.GRU(8)(x)
+    x = layers.Dropout(0.4)(x)
+    x = layers.Dense(8, activation="relu")(x)
+    model = keras.Model([frames, mask], layers.Dense(5, activation="softmax")(x))
+    valid = np.ones((BATCH, 6), bool)
+    valid[0, 4:] = False  # shorter video: padding at the end
+    valid[1, 2] = False  # a dropped frame in the middle
+    return model, [_floats(rng, (BATCH, 6, 12)), valid]
+
+
+def conv_lstm(rng):
+    # keras-io examples/vision/conv_lstm.py: ConvLSTM2D (the converter's loop form)
+    keras, layers = _layers()
+    inputs = keras.Input((3, 8, 8, 1))
+    x = layers.ConvLSTM2D(4, (3, 3), padding="same", return_sequences=True,
+                          activation="relu")(inputs)
+    x = layers.BatchNormalization()(x)
+    model = keras.Model(inputs, layers.Conv3D(1, (3, 3, 3), activation="sigmoid",
+                                              padding="same")(x))
+    return model, [_floats(rng, (BATCH, 3, 8, 8, 1))]
+
+
+def rnn_guide_lstm(rng):
+    # keras-io guides/working_with_rnns.py: "Built-in RNN layers: a simple example"
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), layers.Embedding(100, 8),
+                              layers.LSTM(16), layers.Dense(10)])
+    return model, [_ids(rng, (BATCH, 9), 100, padding="none")]
+
+
+def rnn_guide_gru_simple_rnn(rng):
+    # keras-io guides/working_with_rnns.py: GRU returning sequences into a SimpleRNN
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((None,), dtype="int32"), layers.Embedding(100, 8),
+                              layers.GRU(16, return_sequences=True), layers.SimpleRNN(8),
+                              layers.Dense(10)])
+    return model, [_ids(rng, (BATCH, 9), 100, padding="none")]
+
+
+def rnn_guide_encoder_decoder(rng):
+    # keras-io guides/working_with_rnns.py: "RNN state reuse" (return_state, initial_state)
+    keras, layers = _layers()
+    encoder_input = keras.Input(shape=(None,), dtype="int32", name="encoder_tokens")
+    encoder_embedded = layers.Embedding(50, 8)(encoder_input)
+    output, state_h, state_c = layers.LSTM(16, return_state=True)(encoder_embedded)
+    decoder_input = keras.Input(shape=(None,), dtype="int32", name="decoder_tokens")
+    decoder_embedded = layers.Embedding(40, 8)(decoder_input)
+    decoder_output = layers.LSTM(16)(decoder_embedded, initial_state=[state_h, state_c])
+    model = keras.Model([encoder_input, decoder_input], layers.Dense(10)(decoder_output))
+    return model, [_ids(rng, (BATCH, 7), 50, padding="none"),
+                   _ids(rng, (BATCH, 7), 40, padding="none")]
+
+
+def rnn_guide_cell_layer(rng):
+    # keras-io guides/working_with_rnns.py: keras.layers.RNN(LSTMCell) instead of LSTM
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((10, 4)), layers.RNN(layers.LSTMCell(12)),
+                              layers.Dense(3)])
+    return model, [_floats(rng, (BATCH, 10, 4))]
+
+
+def rnn_guide_bidirectional(rng):
+    # keras-io guides/working_with_rnns.py: "Bidirectional RNNs"
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((5, 10)), layers.Bidirectional(layers.LSTM(16, return_sequences=True)),
+        layers.Bidirectional(layers.LSTM(8)), layers.Dense(10)])
+    return model, [_floats(rng, (BATCH, 5, 10))]
+
+
+def custom_minimal_cell(rng):
+    # the keras.layers.RNN docstring's MinimalRNNCell: a custom cell (the converter's loop)
+    keras, layers = _layers()
+
+    class MinimalRNNCell(layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.state_size = units
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+            self.recurrent_kernel = self.add_weight(shape=(self.units, self.units),
+                                                    name="recurrent_kernel")
+
+        def call(self, inputs, states):
+            output = keras.ops.matmul(inputs, self.kernel) + keras.ops.matmul(
+                states[0], self.recurrent_kernel)
+            return output, [output]
+
+    model = keras.Sequential([keras.Input((6, 3)), layers.RNN(MinimalRNNCell(5)),
+                              layers.Dense(2)])
+    return model, [_floats(rng, (BATCH, 6, 3)) * 0.3]
+
+
+def masking_guide_embedding(rng):
+    # keras-io guides/understanding_masking_and_padding.py: Embedding(mask_zero) + LSTM on
+    # pad_sequences' default pre-padding
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((None,), dtype="int32"),
+                              layers.Embedding(5000, 16, mask_zero=True), layers.LSTM(32)])
+    return model, [_ids(rng, (BATCH, 12), 5000, padding="pre")]
+
+
+def masking_guide_masking_layer(rng):
+    # keras-io guides/understanding_masking_and_padding.py: Masking layer on float inputs,
+    # steps masked in the middle of rows
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((10, 8)), layers.Masking(mask_value=0.0),
+                              layers.LSTM(16, return_sequences=True), layers.Dense(4)])
+    x = _floats(rng, (BATCH, 10, 8))
+    x[0, 3:5] = 0.0
+    x[1, :2] = 0.0
+    return model, [x]
+
+
+def masking_guide_explicit_mask(rng):
+    # keras-io guides/understanding_masking_and_padding.py: passing mask= by hand in the
+    # functional API
+    keras, layers = _layers()
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    embedding = layers.Embedding(input_dim=5000, output_dim=16, mask_zero=True)
+    x = embedding(inputs)
+    mask = embedding.compute_mask(inputs)
+    outputs = layers.GRU(32)(x, mask=mask)
+    return keras.Model(inputs, outputs), [_ids(rng, (BATCH, 12), 5000, padding="middle")]
+
+
+def tf2onnx_gru_variants(rng):
+    # tf2onnx tests/keras2onnx_unit_tests/test_layers.py: GRU reset_after=False, go_backwards
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((8, 5)), layers.GRU(6, reset_after=False, return_sequences=True),
+        layers.GRU(6, go_backwards=True, return_sequences=True), layers.Dense(2)])
+    return model, [_floats(rng, (BATCH, 8, 5))]
+
+
+def tf2onnx_simple_rnn_relu(rng):
+    # tf2onnx tests/keras2onnx_unit_tests/test_layers.py: SimpleRNN with relu, no bias
+    keras, layers = _layers()
+    model = keras.Sequential([keras.Input((6, 4)),
+                              layers.SimpleRNN(5, activation="relu", use_bias=False,
+                                               return_sequences=True), layers.Dense(3)])
+    return model, [_floats(rng, (BATCH, 6, 4)) * 0.5]
+
+
+def tf2onnx_bidirectional_merges(rng):
+    # tf2onnx tests/keras2onnx_unit_tests/test_layers.py: Bidirectional merge modes
+    keras, layers = _layers()
+    inputs = keras.Input((7, 4))
+    outputs = [layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode=mode)(inputs)
+               for mode in ("sum", "ave", "mul")]
+    return keras.Model(inputs, layers.Concatenate()(outputs)), [_floats(rng, (BATCH, 7, 4))]
+
+
+def keras_lstm_options(rng):
+    # keras/src/layers/rnn/lstm_test.py: use_bias=False, unit_forget_bias, hard_sigmoid
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((6, 3)),
+        layers.LSTM(4, use_bias=False, return_sequences=True),
+        layers.LSTM(4, unit_forget_bias=False, recurrent_activation="hard_sigmoid"),
+        layers.Dense(2)])
+    return model, [_floats(rng, (BATCH, 6, 3))]
+
+
+def attention_over_lstm(rng):
+    # keras.layers.Attention docstring (query-value attention), with LSTM encoders
+    keras, layers = _layers()
+    query_input = keras.Input(shape=(None,), dtype="int32", name="query")
+    value_input = keras.Input(shape=(None,), dtype="int32", name="value")
+    embedding = layers.Embedding(input_dim=100, output_dim=8)
+    query = layers.LSTM(8, return_sequences=True)(embedding(query_input))
+    value = layers.LSTM(8, return_sequences=True)(embedding(value_input))
+    attended = layers.Attention()([query, value])
+    pooled = [layers.GlobalAveragePooling1D()(query), layers.GlobalAveragePooling1D()(attended)]
+    model = keras.Model([query_input, value_input], layers.Dense(2)(layers.Concatenate()(pooled)))
+    return model, [_ids(rng, (BATCH, 6), 100, padding="none"),
+                   _ids(rng, (BATCH, 6), 100, padding="none")]
+
+
+def multi_head_attention_on_bilstm(rng):
+    # keras-io examples/nlp/text_classification_with_transformer.py, the attention block on a
+    # Bi-LSTM encoder
+    keras, layers = _layers()
+    inputs = keras.Input((10,), dtype="int32")
+    x = layers.Embedding(300, 16)(inputs)
+    x = layers.Bidirectional(layers.LSTM(8, return_sequences=True))(x)
+    attended = layers.MultiHeadAttention(num_heads=2, key_dim=8)(x, x)
+    x = layers.LayerNormalization(epsilon=1e-6)(x + attended)
+    x = layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, layers.Dense(2, activation="softmax")(x)), [
+        _ids(rng, (BATCH, 10), 300, padding="none")]
+
+
+def bilstm_tagger(rng):
+    # popular GitHub POS/NER taggers: Embedding(mask_zero), Bi-LSTM, TimeDistributed(Dense)
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"), layers.Embedding(60, 8, mask_zero=True),
+        layers.Bidirectional(layers.LSTM(8, return_sequences=True)),
+        layers.TimeDistributed(layers.Dense(5, activation="softmax"))])
+    return model, [_ids(rng, (BATCH, 11), 60, padding="post")]
+
+
+def cnn_lstm_video(rng):
+    # popular GitHub CNN-LSTM video models: TimeDistributed(Conv2D, pooling, Flatten) + LSTM
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((4, 12, 12, 3)),
+        layers.TimeDistributed(layers.Conv2D(4, (3, 3), activation="relu")),
+        layers.TimeDistributed(layers.MaxPooling2D((2, 2))),
+        layers.TimeDistributed(layers.Flatten()),
+        layers.LSTM(8), layers.Dense(3, activation="softmax")])
+    return model, [_floats(rng, (BATCH, 4, 12, 12, 3))]
+
+
+def cnn_lstm_timeseries(rng):
+    # popular GitHub / machinelearningmastery CNN-LSTM forecasting: Conv1D, pooling, LSTM
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((16, 2)), layers.Conv1D(8, 3, activation="relu"), layers.MaxPooling1D(2),
+        layers.LSTM(10, activation="relu"), layers.Dense(1)])
+    return model, [_floats(rng, (BATCH, 16, 2)) * 0.3]
+
+
+def lstm_autoencoder(rng):
+    # popular GitHub / machinelearningmastery LSTM autoencoder: RepeatVector and
+    # TimeDistributed(Dense)
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((9, 1)), layers.LSTM(16, activation="relu"), layers.RepeatVector(9),
+        layers.LSTM(16, activation="relu", return_sequences=True),
+        layers.TimeDistributed(layers.Dense(1))])
+    return model, [_floats(rng, (BATCH, 9, 1)) * 0.3]
+
+
+def stacked_gru_normalized(rng):
+    # keras-io guides and common practice: stacked GRUs with LayerNormalization, Dropout and a
+    # LeakyReLU layer
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((12, 6)), layers.GRU(12, return_sequences=True),
+        layers.LayerNormalization(), layers.Dropout(0.2), layers.GRU(12),
+        layers.Dense(8), layers.LeakyReLU(negative_slope=0.2), layers.Dense(1)])
+    return model, [_floats(rng, (BATCH, 12, 6))]
+
+
+def multi_output_trunk(rng):
+    # keras-io guides/functional_api.py "models with multiple inputs and outputs": a shared
+    # LSTM trunk with a classification and a regression head
+    keras, layers = _layers()
+    inputs = keras.Input((8, 5))
+    trunk = layers.LSTM(12)(inputs)
+    kind = layers.Dense(3, activation="softmax", name="kind")(trunk)
+    amount = layers.Dense(1, name="amount")(trunk)
+    return keras.Model(inputs, [kind, amount]), [_floats(rng, (BATCH, 8, 5))]
+
+
+def ticket_classifier(rng):
+    # keras-io guides/functional_api.py: the ticket classifier (title, body, tags ->
+    # priority, department), with GRU/LSTM text encoders
+    keras, layers = _layers()
+    title_input = keras.Input(shape=(None,), dtype="int32", name="title")
+    body_input = keras.Input(shape=(None,), dtype="int32", name="body")
+    tags_input = keras.Input(shape=(4,), name="tags")
+    title = layers.GRU(8)(layers.Embedding(100, 8)(title_input))
+    body = layers.LSTM(8)(layers.Embedding(100, 8)(body_input))
+    x = layers.concatenate([title, body, tags_input])
+    priority = layers.Dense(1, name="priority")(x)
+    department = layers.Dense(4, name="department")(x)
+    model = keras.Model([title_input, body_input, tags_input], [priority, department])
+    return model, [_ids(rng, (BATCH, 5), 100, padding="none"),
+                   _ids(rng, (BATCH, 9), 100, padding="none"),
+                   (rng.random((BATCH, 4)) > 0.5).astype(np.float32)]
+
+
+def normalization_front(rng):
+    # keras-io structured data and time-series examples: an adapted Normalization layer
+    keras, layers = _layers()
+    normalization = layers.Normalization()
+    normalization.adapt(rng.normal(3.0, 2.0, size=(64, 10, 3)).astype(np.float32))
+    model = keras.Sequential([keras.Input((10, 3)), normalization, layers.GRU(8),
+                              layers.Dense(1)])
+    return model, [rng.normal(3.0, 2.0, size=(BATCH, 10, 3)).astype(np.float32)]
+
+
+def nested_encoder(rng):
+    # keras-io guides/functional_api.py "all models are callable": a Sequential encoder
+    # nested in a functional model
+    keras, layers = _layers()
+    encoder = keras.Sequential([keras.Input((None, 4)), layers.LSTM(8, return_sequences=True),
+                                layers.GRU(6)], name="encoder")
+    inputs = keras.Input((7, 4))
+    return keras.Model(inputs, layers.Dense(2)(encoder(inputs))), [_floats(rng, (BATCH, 7, 4))]
+
+
+def gru_states_as_outputs(rng):
+    # keras.layers.GRU docstring: return_sequences and return_state, every output kept
+    keras, layers = _layers()
+    inputs = keras.Input((6, 3))
+    sequence, state = layers.GRU(4, return_sequences=True, return_state=True)(inputs)
+    backward = layers.Bidirectional(layers.LSTM(3, return_state=True))(inputs)
+    return keras.Model(inputs, [sequence, state] + list(backward)), [_floats(rng, (BATCH, 6, 3))]
+
+
+def causal_conv_bigru(rng):
+    # the shape measured in the project's issue: causal Conv1D + Bi-GRU + LayerNormalization,
+    # with a mask from the embedding flowing through
+    keras, layers = _layers()
+    inputs = keras.Input((None,), dtype="int32")
+    x = layers.Embedding(40, 8)(inputs)
+    x = layers.Conv1D(8, 3, padding="causal")(x)
+    x = layers.Bidirectional(layers.GRU(6, return_sequences=True))(x)
+    x = layers.LayerNormalization()(x)
+    return keras.Model(inputs, layers.Dense(3)(x)), [_ids(rng, (BATCH, 10), 40, padding="none")]
+
+
+CASES = [bidirectional_lstm_imdb, addition_rnn, lstm_seq2seq, weather_forecasting,
+         forda_conv_gru, ctc_asr, handwriting_recognition, video_classification, conv_lstm,
+         rnn_guide_lstm, rnn_guide_gru_simple_rnn, rnn_guide_encoder_decoder,
+         rnn_guide_cell_layer, rnn_guide_bidirectional, custom_minimal_cell,
+         masking_guide_embedding, masking_guide_masking_layer, masking_guide_explicit_mask,
+         tf2onnx_gru_variants, tf2onnx_simple_rnn_relu, tf2onnx_bidirectional_merges,
+         keras_lstm_options, attention_over_lstm, multi_head_attention_on_bilstm,
+         bilstm_tagger, cnn_lstm_video, cnn_lstm_timeseries, lstm_autoencoder,
+         stacked_gru_normalized, multi_output_trunk, ticket_classifier, normalization_front,
+         nested_encoder, gru_states_as_outputs, causal_conv_bigru]
+CONVERTER_LOOPS = {"conv_lstm", "custom_minimal_cell"}  # no native operator exists for these
+
+
+@pytest.mark.parametrize("build", CASES, ids=[case.__name__ for case in CASES])
+def test_corpus_model_exports_to_both_formats_and_matches_keras(tmp_path, build):
+    import keras
+    import onnx
+
+    keras.utils.set_random_seed(11)
+    model, arrays = build(np.random.default_rng(11))
+    names = [name for name, _, _ in input_specs(model)]
+    feeds = dict(zip(names, arrays))
+    lengths = {name: array.shape[1] for (name, shape, _), array in zip(input_specs(model), arrays)
+               if len(shape) > 1 and shape[1] is None}  # each free time axis, by input name
+    expected = keras_outputs(model, feeds)
+    tflite_path = export_tflite(model, tmp_path / "m.tflite", batch_size=BATCH,
+                                seq_len=lengths or None)
+    onnx_path = export_onnx(model, tmp_path / "m.onnx")
+    for path, tolerance in ((tflite_path, TFLITE_TOLERANCE), (onnx_path, ONNX_TOLERANCE)):
+        actual = load(path).run_named(feeds)  # independent of verify
+        for name, value in expected.items():
+            assert_outputs_close(f"{build.__name__} {path.suffix} {name}", actual[name], value,
+                                 tolerance)
+        report = verify(model, path, feeds)
+        assert report.passed, str(report)
+    op_types = [node.op_type for node in onnx.load(onnx_path).graph.node]
+    forms = json.loads(load(onnx_path).metadata[FORMS_METADATA])
+    if build.__name__ in CONVERTER_LOOPS:
+        assert "converter loop" in forms.values() or "Loop" in forms.values(), forms
+    else:
+        assert "Loop" not in op_types and "Scan" not in op_types, op_types
+        assert set(forms.values()) == {"native operator"}, forms
+        assert any(op in op_types for op in ("RNN", "LSTM", "GRU")), op_types

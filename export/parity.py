@@ -54,6 +54,7 @@ class ParityReport:
     cases: list = field(default_factory=list)  # input shapes compared
     nonfinite_mismatches: int = 0  # positions NaN/inf on one side only (both NaN agree)
     held_out_agreement: float | None = None  # quantized files: agreement on held-out inputs
+    forms: dict = field(default_factory=dict)  # {recurrent layer: the form its loop got}
 
     @property
     def judged_on(self) -> str:
@@ -71,7 +72,8 @@ class ParityReport:
         return (
             f"{self.format} {Path(self.path).name}: {'PASS' if self.passed else 'FAIL'} "
             f"(max abs diff {self.max_abs_diff:.3g}, argmax agreement {agreement}{held_out}"
-            f"{nonfinite}, judged on {self.judged_on}, {len(self.cases)} input shapes)"
+            f"{nonfinite}, judged on {self.judged_on}, {len(self.cases)} input shapes"
+            + (f", recurrent forms {self.forms}" if self.forms else "") + ")"
         )
 
 
@@ -169,7 +171,20 @@ def verify(
         cases=shapes,
         nonfinite_mismatches=nonfinite,
         held_out_agreement=held_out_agreement,
+        forms=_forms(exported),
     )
+
+
+def _forms(exported) -> dict:
+    import json
+
+    from export.runtime import FORMS_METADATA
+
+    try:
+        forms = json.loads(exported.metadata.get(FORMS_METADATA, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return forms if isinstance(forms, dict) else {}
 
 
 def compare(actual, expected) -> tuple[float, int]:
@@ -298,8 +313,8 @@ def _padding_patterns(batch: int, length: int, rng) -> np.ndarray:
 
 def format_table(rows) -> str:
     """A parity table: one row per (label, report)."""
-    header = ("model", "format", "size", "max abs diff", "argmax agree", "held-out agree",
-              "judged on", "result")
+    header = ("model", "format", "recurrent form", "size", "max abs diff", "argmax agree",
+              "held-out agree", "judged on", "result")
     lines = []
     for label, report in rows:
         agreement = "-" if report.argmax_agreement is None else f"{report.argmax_agreement:.1%}"
@@ -307,6 +322,7 @@ def format_table(rows) -> str:
                     else f"{report.held_out_agreement:.1%}")
         lines.append((
             label, report.format + (" (quantized)" if report.quantized else ""),
+            ", ".join(sorted(set(report.forms.values()))) or "-",
             _size_text(report.size_bytes), f"{report.max_abs_diff:.2e}", agreement, held_out,
             report.judged_on, "PASS" if report.passed else "FAIL",
         ))

@@ -1,17 +1,16 @@
-"""Keras RNN -> a .tflite of TFLite builtin ops only, for the standalone LiteRT interpreter.
+"""Keras model -> a .tflite of TFLite builtin ops only, for the standalone LiteRT interpreter.
 
-The obvious routes fail on Keras 3: `TFLiteConverter.from_keras_model` on a `None` batch or
-time axis stops at `tf.TensorListReserve` (no static element shape), `model.export(
-format="litert")` always enables SELECT_TF_OPS (Flex ops, refused by the standalone
-interpreter), and `from_concrete_functions([fn], model)` gives NaN outputs. So the exporter
-rebuilds the network from its trained weights (`keras_rnn.structure`) as a plain TensorFlow
-function with the batch and sequence length fixed, the time loop unrolled: every step is a
-FULLY_CONNECTED plus element-wise builtins. This form needs no cuDNN kernels (it does not
-matter where the model was trained), keeps Keras's masking exactly (a SELECT per step), is the
-fastest builtin form for short sequences, and is one the int8 calibrator handles (full-int8
-calibration of a WHILE loop segfaults, TensorFlow issue 75140). `form=` also offers the
-converter's WHILE loop and, for LSTMs, the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (see
-`choose_form` for what "auto" picks and why).
+`export.graph` rebuilds the model with each built-in recurrent layer as `UnrolledRecurrent`:
+its time loop written out from the trained weights (`run_recurrent`), one FULLY_CONNECTED for
+all steps' input projections, then per step the recurrent matmul and element-wise builtins, a
+SELECT per step where a mask is, exactly as Keras skips masked steps. The whole graph, batch
+and lengths fixed, goes through the TFLite converter with builtin ops only (Keras's own
+`model.export(format="litert")` enables Flex ops, which the standalone interpreter refuses),
+and the flatbuffer's operator list is read back to refuse any Flex or custom op. The unrolled
+form is the fastest builtin one measured here (`benchmarks/latency.py`), needs no cuDNN kernels,
+and is one the int8 calibrator handles (full-int8 calibration of a WHILE loop segfaults,
+TensorFlow issue 75140). `form=` also offers the converter's WHILE loop and, for LSTM chains,
+the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (see `choose_form`).
 """
 
 from __future__ import annotations
@@ -225,8 +224,8 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
 
     - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
       `benchmarks/latency.py` for every cell at the lecture and medium sizes (LSTM included:
-      0.29 ms vs 0.43 ms for the fused op at 50 steps, hidden 128), and what full-int8
-      calibration handles. Up to `MAX_UNROLLED_STEPS` steps.
+      1.3-1.4x the ONNX Runtime floor at 50 steps, hidden 128, against 1.7-2.2x for the fused
+      op), and what full-int8 calibration handles. Up to `MAX_UNROLLED_STEPS` steps.
     - `"while"`: the converter's own WHILE loop over one step; any length, a small file.
     - `"fused"`: `UNIDIRECTIONAL_SEQUENCE_LSTM`, the converter's fused LSTM kernel, which it
       emits only for models built with tf-keras (Keras 2); LSTM models only (TFLite has no

@@ -1,0 +1,61 @@
+"""The package as a device installs it: the TF-free runtime extra alone, and an import of
+`export.runtime` that loads neither the exporters nor the training code."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.parity import TFLITE_TOLERANCE, assert_outputs_close
+
+ROOT = Path(__file__).resolve().parents[1]
+WHEELS = ROOT / ".ci" / "wheels"  # filled by .ci/run (pip download), so the test runs offline
+
+
+def test_importing_the_runtime_loads_no_exporter_training_code_or_tensorflow():
+    script = ("import sys, export.runtime; print(sorted(m for m in sys.modules if m in "
+              "('tensorflow', 'keras', 'tf2onnx', 'onnx', 'export.onnx', 'export.tflite', "
+              "'export.parity', 'keras_rnn.models', 'keras_rnn.training', 'keras_rnn.datasets')))")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               cwd=ROOT, check=True)
+    assert completed.stdout.strip() == "[]", completed.stdout
+
+
+@pytest.mark.skipif(not WHEELS.is_dir(), reason="no .ci/wheels: .ci/run downloads the runtime "
+                    "extra's wheels there before the tests")
+def test_runtime_extra_installs_alone_and_runs_exported_files(tmp_path):
+    import keras
+
+    from export import export_onnx, export_tflite
+
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(1, 5, 3)).astype(np.float32)
+    files = [export_tflite(model, tmp_path / "m.tflite"), export_onnx(model, tmp_path / "m.onnx")]
+    np.save(tmp_path / "x.npy", x)
+
+    device = tmp_path / "device"
+    subprocess.run([sys.executable, "-m", "venv", str(device)], check=True)
+    python = device / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+         str(WHEELS), f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=600)
+    assert install.returncode == 0, install.stderr[-3000:]
+    script = (
+        "import sys, numpy as np\n"
+        "from export.runtime import load\n"
+        "x = np.load(sys.argv[1])\n"
+        "for path in sys.argv[2:]:\n"
+        "    np.save(path + '.out.npy', load(path).run(x))\n"
+        "import importlib.util\n"
+        "print(importlib.util.find_spec('tensorflow') is None)\n")
+    completed = subprocess.run([str(python), "-c", script, str(tmp_path / "x.npy")]
+                               + [str(path) for path in files],
+                               capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.strip() == "True"  # TensorFlow is not in the device's install
+    expected = np.asarray(model(x))
+    for path in files:  # the looser (TFLite) bound: see export.parity for its reason
+        assert_outputs_close(path.name, np.load(f"{path}.out.npy"), expected, TFLITE_TOLERANCE)

@@ -7,6 +7,7 @@ device loads neither the exporters nor TensorFlow, Keras or the training code.
 import importlib
 
 _EXPORTS = {
+    "export_model": "export.pipeline",
     "export_onnx": "export.onnx",
     "export_tflite": "export.tflite",
     "format_table": "export.parity",

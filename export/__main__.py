@@ -30,7 +30,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=1, help="TFLite batch (default 1)")
     parser.add_argument("--form", choices=("auto", "unrolled", "while", "fused"), default="auto",
                         help="TFLite time loop (default auto: unrolled up to 1000 steps)")
-    parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration")
+    parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration (an .npz "
+                        "by input name for a model with several inputs); --verify compares on "
+                        "it too")
     parser.add_argument("--vocabulary", help="a vocabulary JSON (Vocabulary.to_json) to embed")
     parser.add_argument("--out", default=".", help="output directory (created if missing)")
     parser.add_argument("--verify", action="store_true",
@@ -112,7 +114,8 @@ def _run(args):
 
 
 def _load_calibration(path):
-    """The int8 calibration inputs: a numeric .npy array of shape (n, steps[, features])."""
+    """The int8 calibration inputs: a numeric .npy array of shape (n, steps[, features]), or
+    an .npz of one such array per input name for a model with several inputs."""
     import numpy as np
 
     try:
@@ -122,15 +125,31 @@ def _load_calibration(path):
     except (OSError, ValueError, EOFError) as error:
         raise ValueError(f"--calibration {path!r} is not a readable .npy array ({error}); save "
                          "one with numpy.save.") from None
-    if not isinstance(data, np.ndarray):  # np.load opens any zip file as an .npz archive
+    if isinstance(data, np.ndarray):
+        return _checked_calibration(path, data)
+    try:  # np.load opens any zip file as an .npz archive
+        arrays = {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"--calibration {path!r} is not a readable .npz of arrays by input name "
+                         f"({error}); save one with numpy.savez(path, name=x, ...).") from None
+    finally:
         data.close()
-        raise ValueError(f"--calibration {path!r} must hold one numeric array (np.save(path, "
-                         "x)); it is an archive.")
+    if not arrays:
+        raise ValueError(f"--calibration {path!r} holds no arrays.")
+    return {name: _checked_calibration(f"{path}[{name!r}]", array)
+            for name, array in arrays.items()}
+
+
+def _checked_calibration(label, data):
+    import numpy as np
+
+    if not isinstance(data, np.ndarray):  # a zip member that is not an array
+        raise ValueError(f"--calibration {label!r} is not a readable .npz of arrays by input "
+                         "name; save one with numpy.savez(path, name=x, ...).")
     if data.dtype.kind not in "biuf":
-        raise ValueError(f"--calibration {path!r} must hold one numeric array (np.save(path, "
-                         "x)); got something else.")
+        raise ValueError(f"--calibration {label!r} must hold numbers; got {data.dtype} values.")
     if data.ndim < 2 or data.size == 0:
-        raise ValueError(f"--calibration {path!r} has shape {data.shape}; expected (n, steps) "
+        raise ValueError(f"--calibration {label!r} has shape {data.shape}; expected (n, steps) "
                          "ids or (n, steps, features) with n >= 1.")
     return data
 

@@ -24,6 +24,7 @@ import functools
 
 import numpy as np
 
+from export.runtime import MAIN_INPUT, MAIN_OUTPUT
 from keras_rnn.structure import (
     Bidirectional,
     UnsupportedModelError,
@@ -31,8 +32,21 @@ from keras_rnn.structure import (
     is_builtin_recurrent,
 )
 
-SINGLE_INPUT_NAME = "inputs"  # a model with one input and one output keeps these names
-SINGLE_OUTPUT_NAME = "outputs"
+# a model with one input and one output keeps the runtime's default names
+SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT
+
+
+def check_exportable(model) -> None:
+    """Refuses, before any work, what no export path writes correctly, naming every layer."""
+    _checked_io(model)
+    stateful = [layer.name for layer in all_layers(model) if getattr(layer, "stateful", False)
+                or getattr(getattr(layer, "forward_layer", None), "stateful", False)]
+    if stateful:
+        raise UnsupportedModelError(
+            f"Layers {stateful} are stateful=True: their state between calls is not exported "
+            "yet (a frozen state would be silently wrong). Export a streaming step model "
+            "(export.step), which takes and returns the state explicitly, or rebuild the "
+            "model with stateful=False and copy the weights.")
 
 
 def describe_recurrent(layer):
@@ -46,12 +60,6 @@ def describe_recurrent(layer):
             return None
     elif not is_builtin_recurrent(layer):
         return None
-    if getattr(layer, "stateful", False) or getattr(
-            getattr(layer, "forward_layer", None), "stateful", False):
-        raise UnsupportedModelError(
-            f"Layer {layer.name!r} is stateful=True: its state between calls is not exported "
-            "yet (a frozen state would be silently wrong). Export a streaming step model "
-            "(export.step), which takes and returns the state explicitly.")
     return describe_layer(layer)
 
 

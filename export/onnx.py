@@ -30,6 +30,7 @@ import numpy as np
 from export._files import check_writable, write_atomic
 from export.graph import (
     as_list,
+    check_exportable,
     clone_with,
     input_specs,
     output_names,
@@ -51,8 +52,6 @@ MAX_OPSET = 21  # the newest opset checked against onnxruntime 1.31 here
 MARKER_DOMAIN = "keras_rnn.marker"  # the opaque recurrent nodes between tf2onnx and the splice
 MARKER_OP = "Recurrent"
 MARKER_PREFIX = "keras_rnn_recurrent_"
-INPUT_NAME = "inputs"
-OUTPUT_NAME = "outputs"
 # Keras activation -> the ONNX recurrent operators' activation, with its (alpha, beta) when it
 # takes them. Keras 3's hard_sigmoid is clip(x / 6 + 0.5, 0, 1); linear is Affine(1, 0).
 _ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
@@ -86,6 +85,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
 
+    check_exportable(model)
     tf = load_tensorflow()
     markers = {}
 

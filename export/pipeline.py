@@ -22,6 +22,27 @@ class VerificationFailed(ValueError):
             "this export was kept (see the parity table).")
 
 
+def export_model(model, path, **options):
+    """Exports `model` to the format its path names: `m.tflite` (`export_tflite`), `m.onnx`
+    (`export_onnx`), `m.step.tflite` / `m.step.onnx` (`export.step.export_step`), with the
+    options of that function. Returns the written path."""
+    name = Path(path).name
+    if name.endswith((".step.tflite", ".step.onnx")):
+        from export.step import export_step
+
+        return export_step(model, path, **options)
+    if name.endswith(".tflite"):
+        from export.tflite import export_tflite
+
+        return export_tflite(model, path, **options)
+    if name.endswith(".onnx"):
+        from export.onnx import export_onnx
+
+        return export_onnx(model, path, **options)
+    raise ValueError(f"Cannot tell the format of {str(path)!r}: end it in .tflite, .onnx, "
+                     ".step.tflite or .step.onnx.")
+
+
 def check_formats(formats) -> None:
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
@@ -64,27 +85,28 @@ def export_and_verify(
     """
     import numpy as np
 
-    from export.onnx import export_onnx
     from export.parity import verify
-    from export.tflite import export_tflite
 
     check_formats(formats)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    if seq_len is None and inputs is not None:
+    if seq_len is None and isinstance(inputs, dict):  # several inputs, by name
+        seq_len = {name: int(np.shape(value)[1]) for name, value in inputs.items()
+                   if np.ndim(value) > 1}
+    elif seq_len is None and inputs is not None and not isinstance(inputs, (list, tuple)):
         seq_len = int(np.asarray(inputs).shape[1])
     with directory_lock(directory), removed_on_failure() as written:
         if "tflite" in formats:
             for variant in quantize:
                 suffix = "" if variant is None else f".{variant}"
-                written.append(export_tflite(
+                written.append(export_model(
                     model, directory / f"{name}{suffix}.tflite", batch_size=batch_size,
                     seq_len=seq_len, quantize=variant,
                     representative_data=inputs if variant == "int8" else None,
                     metadata=metadata, form=form,
                 ))
         if "onnx" in formats:
-            written.append(export_onnx(model, directory / f"{name}.onnx", metadata=metadata))
+            written.append(export_model(model, directory / f"{name}.onnx", metadata=metadata))
         labelled = [(path.stem, path) for path in written]  # label: name[.quantize]
         if not verify_files:
             return labelled

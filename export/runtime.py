@@ -339,6 +339,27 @@ def read_metadata(path) -> dict:
     return dict(load(path).metadata)
 
 
+def operator_names(flatbuffer: bytes) -> list[str]:
+    """The operator codes a .tflite file uses: builtin names, or `custom:NAME` (Flex ops are
+    custom ops named `Flex...`). Reads the flatbuffer with LiteRT's schema, no TensorFlow."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    builtin_names = {
+        value: name for name, value in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAs(flatbuffer, 0)
+    names = []
+    for index in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(index)
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin == schema.BuiltinOperator.CUSTOM:
+            names.append(f"custom:{code.CustomCode().decode()}")
+        else:
+            names.append(builtin_names.get(builtin, f"builtin:{builtin}"))
+    return names
+
+
 def _tflite_tensors(content: bytes):
     """Every tensor of every subgraph of a .tflite flatbuffer (LiteRT's own schema)."""
     from ai_edge_litert import schema_py_generated as schema

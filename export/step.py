@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, write_atomic
+from export.runtime import MAIN_INPUT, MAIN_OUTPUT
 from keras_rnn.structure import (
     Activation,
     Bidirectional,
@@ -36,8 +37,7 @@ from keras_rnn.structure import (
     read_model,
 )
 
-INPUT_NAME = "inputs"
-OUTPUT_NAME = "outputs"
+INPUT_NAME, OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT  # what export.runtime.StepModel reads
 ATTENTION_NAME = "attention_weights"
 STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
 

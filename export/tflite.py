@@ -30,6 +30,7 @@ from export.graph import (
     SINGLE_OUTPUT_NAME,
     all_layers,
     as_list,
+    check_exportable,
     clone_with,
     describe_recurrent,
     input_specs,
@@ -37,7 +38,7 @@ from export.graph import (
     recurrent_forms,
     stand_in_base,
 )
-from export.runtime import FORMS_METADATA, TFLITE_METADATA_NAME
+from export.runtime import FORMS_METADATA, TFLITE_METADATA_NAME, operator_names
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
     Activation,
@@ -130,6 +131,7 @@ def build_tflite(
         raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    check_exportable(model)
     specs = input_specs(model)
     recurrent = [description for description in map(describe_recurrent, all_layers(model))
                  if description is not None]
@@ -411,14 +413,14 @@ def _calibration_batches(fixed, data, batch_size: int):
         raise ValueError("representative_data has a different number of rows per input: "
                          f"{[len(array) for array in checked]}.")
 
-    def batches():
+    def batches():  # by input name: the converter orders a signature's inputs its own way
         for start in range(0, len(checked[0]), batch_size):
-            chunks = []
-            for array in checked:
+            chunks = {}
+            for name, array in zip(names, checked):
                 chunk = array[start:start + batch_size]
                 if len(chunk) < batch_size:  # repeat rows to fill the fixed batch
                     chunk = np.resize(chunk, (batch_size,) + chunk.shape[1:])
-                chunks.append(chunk)
+                chunks[name] = chunk
             yield chunks
 
     return batches
@@ -607,6 +609,8 @@ def _convert(converter, layer_names) -> bytes:
         with (native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()),
               warnings.catch_warnings()):
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            # the int8 calibrator runs TensorFlow's own (deprecated) interpreter internally
+            warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is")
             flatbuffer = converter.convert()
     except Exception as error:  # the converter raises ConverterError and others
         raise TFLiteConversionError(_explain_conversion_error(error, layer_names)) from error
@@ -626,27 +630,6 @@ def _explain_conversion_error(error, layer_names) -> str:
         "The exporter uses TFLite builtin ops only and never falls back to Flex (TensorFlow) "
         "ops, which the standalone LiteRT interpreter cannot run."
     )
-
-
-def operator_names(flatbuffer: bytes) -> list[str]:
-    """The operator codes a .tflite file uses: builtin names, or `custom:NAME` (Flex ops are
-    custom ops named `Flex...`). Reads the flatbuffer with LiteRT's schema, no TensorFlow."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    builtin_names = {
-        value: name for name, value in vars(schema.BuiltinOperator).items()
-        if not name.startswith("_")
-    }
-    model = schema.Model.GetRootAs(flatbuffer, 0)
-    names = []
-    for index in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(index)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            names.append(f"custom:{code.CustomCode().decode()}")
-        else:
-            names.append(builtin_names.get(builtin, f"builtin:{builtin}"))
-    return names
 
 
 def check_builtin_only(flatbuffer: bytes, layer_names=None) -> None:

@@ -200,10 +200,14 @@ def test_stateful_layer_is_refused(tmp_path):
     import keras
 
     model = keras.Sequential([keras.Input((5, 3), batch_size=1),
-                              keras.layers.GRU(3, stateful=True, name="streaming")])
-    with pytest.raises(UnsupportedModelError, match="'streaming' is stateful=True"):
-        export_onnx(model, tmp_path / "m.onnx")
-    assert not (tmp_path / "m.onnx").exists()
+                              keras.layers.GRU(3, stateful=True, return_sequences=True,
+                                               name="streaming"),
+                              keras.layers.LSTM(2, stateful=True, name="also")])
+    for exporter, name in ((export_onnx, "m.onnx"), (export_tflite, "m.tflite")):
+        # every blocker named, not only the first
+        with pytest.raises(UnsupportedModelError, match=r"\['streaming', 'also'\] are stateful"):
+            exporter(model, tmp_path / name)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_flex_ops_are_detected_by_reading_the_flatbuffer(tmp_path):
@@ -405,7 +409,7 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
                                     keras.layers.GRU(2, stateful=True, name="streaming")])
     unsupported.save(tmp_path / "conv.keras")
     refused = _cli(tmp_path / "conv.keras", "--out", tmp_path / "o3", cwd=ROOT)
-    assert refused.returncode == 2 and "'streaming' is stateful=True" in refused.stderr
+    assert refused.returncode == 2 and "['streaming'] are stateful=True" in refused.stderr
     assert not any((tmp_path / "o3").glob("*.tflite")) and not any((tmp_path / "o3").glob("*.onnx"))
 
 
@@ -513,7 +517,7 @@ def _bad_npy(tmp_path, array):
     (lambda d, x: ["--calibration", _bad_npy(d, np.float32(1))], r"shape \(\); expected"),
     (lambda d, x: ["--calibration", _bad_npy(d, x[:0])], r"shape \(0, 10\); expected"),
     (lambda d, x: ["--calibration", d / "missing.npy"], "does not exist"),
-    (lambda d, x: ["--calibration", d / "s.keras"], "must hold one numeric array"),  # a zip
+    (lambda d, x: ["--calibration", d / "s.keras"], "not a readable .npz"),  # a zip
     (lambda d, x: ["--calibration", d / "vocabulary.json"], "not a readable .npy"),
 ])
 def test_command_line_refuses_bad_calibration_in_one_line(tmp_path, saved_sentiment, capsys,
@@ -567,3 +571,26 @@ def test_python_layers_load_only_when_the_user_trusts_them(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0 and "PASS" in printed.out, printed
     assert (tmp_path / "lambda.onnx").exists()
+
+
+def test_int8_calibrates_every_input_of_a_multi_input_model(tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(3)
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    numbers = keras.Input((6, 2), name="numbers")
+    embedded = keras.layers.Embedding(20, 4)(tokens)
+    merged = keras.layers.Concatenate()([embedded, numbers])
+    model = keras.Model([tokens, numbers],
+                        keras.layers.Dense(3, activation="softmax")(keras.layers.GRU(8)(merged)))
+    rng = np.random.default_rng(0)
+    data = {"tokens": rng.integers(0, 20, (16, 6)).astype(np.int32),
+            "numbers": rng.normal(size=(16, 6, 2)).astype(np.float32)}
+    path = export_tflite(model, tmp_path / "m.tflite", quantize="int8", representative_data=data)
+    exported = load(path)
+    assert exported.quantized and sorted(exported.inputs) == ["numbers", "tokens"]
+    outputs = exported.run_named({name: value[:1] for name, value in data.items()})
+    assert outputs["outputs"].shape == (1, 3)
+    with pytest.raises(ValueError, match=r"lacks inputs \['numbers'\]"):
+        export_tflite(model, tmp_path / "n.tflite", quantize="int8",
+                      representative_data={"tokens": data["tokens"]})

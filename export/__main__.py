@@ -109,7 +109,7 @@ def _run(args):
     return export_and_verify(
         model, out, model_path.stem, formats=args.to, quantize=quantize,
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
-        metadata=metadata, verify_files=args.verify, form=args.form,
+        metadata=metadata, verify_files=args.verify, form=args.form, progress=True,
     )
 
 

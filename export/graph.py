@@ -30,6 +30,7 @@ from keras_rnn.structure import (
     UnsupportedModelError,
     describe_layer,
     is_builtin_recurrent,
+    model_inputs_outputs,
 )
 
 # a model with one input and one output keeps the runtime's default names
@@ -38,7 +39,7 @@ SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT
 
 def check_exportable(model) -> None:
     """Refuses, before any work, what no export path writes correctly, naming every layer."""
-    _checked_io(model)
+    model_inputs_outputs(model)
     stateful = [layer.name for layer in all_layers(model) if getattr(layer, "stateful", False)
                 or getattr(getattr(layer, "forward_layer", None), "stateful", False)]
     if stateful:
@@ -173,7 +174,7 @@ def _flat_time_distributed_class():
 
 def input_specs(model):
     """`(name, shape, dtype)` of each model input; a single input is named "inputs"."""
-    inputs = _checked_io(model)[0]
+    inputs = model_inputs_outputs(model)[0]
     if len(inputs) == 1:
         names = [SINGLE_INPUT_NAME]
     else:
@@ -186,29 +187,13 @@ def input_specs(model):
 
 def output_names(model) -> list[str]:
     """The exported outputs' names: the model's own output names ("outputs" for one)."""
-    outputs = _checked_io(model)[1]
+    outputs = model_inputs_outputs(model)[1]
     if len(outputs) == 1:
         return [SINGLE_OUTPUT_NAME]
     names = list(getattr(model, "output_names", None) or [t.name for t in outputs])
     if len(set(names)) != len(names):
         names = [f"output_{index}" for index in range(len(outputs))]
     return names
-
-
-def _checked_io(model):
-    import keras
-
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"Expected a keras.Model, got {type(model).__name__}.")
-    try:
-        inputs, outputs = model.inputs, model.outputs
-    except (AttributeError, ValueError):
-        inputs = outputs = None
-    if not inputs or not outputs:
-        raise ValueError(
-            f"Model {model.name!r} has no defined input: start it with keras.Input(shape=...) "
-            "or call it on data once before exporting.")
-    return list(inputs), list(outputs)
 
 
 def as_list(outputs) -> list:

@@ -13,7 +13,7 @@ recurrent layer reproduces Keras's masking exactly for any pattern (padding at t
 end, or steps masked in the middle of a row): the unmasked steps of each row are gathered to
 its front, the native operator runs them with `sequence_lens`, and every output is gathered back
 to its step, a masked step repeating the output of the step before it in processing order (or
-zeros, with `zero_output_for_mask`), as Keras's time loop does. See `_Mask`.
+zeros, with `zero_output_for_mask`), as Keras's time loop does. See `PaddingMask`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
                      "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
                      "linear": ("Affine", (1.0, 0.0))}
 _HEAD_OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
-_OPERATOR = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
+OPERATOR = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> Path:
@@ -192,9 +192,9 @@ def _splice_markers(proto, markers: dict, opset: int) -> None:
         marker = markers[next(a.i for a in node.attribute if a.name == "marker")]
         has_mask, state_count = marker.traced
         inputs = list(node.input)
-        builder = _GraphBuilder(None, opset, prefix=f"{marker.name}/")
+        builder = GraphBuilder(None, opset, prefix=f"{marker.name}/")
         values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
-        mask = _Mask(builder, inputs[1]) if has_mask else None
+        mask = PaddingMask(builder, inputs[1]) if has_mask else None
         result = builder.recurrent(marker.description, values, mask,
                                    initial_state=inputs[1 + has_mask:1 + has_mask + state_count],
                                    return_state=marker.return_state)
@@ -313,7 +313,7 @@ def _never_run(*arguments):
     raise RuntimeError("A recurrent marker only stands in the graph traced for conversion.")
 
 
-class _GraphBuilder:
+class GraphBuilder:
     """Emits nodes layer by layer, tracking the current tensor and its time layout."""
 
     def __init__(self, structure, opset: int, *, prefix: str = ""):
@@ -373,7 +373,7 @@ class _GraphBuilder:
         Args:
             layer: a `Recurrent` or `Bidirectional` description.
             values: time-major (time, batch, features).
-            mask: a `_Mask` or None.
+            mask: a `PaddingMask` or None.
             initial_state: (batch, units) tensors in Keras's order (h then c for LSTM; the
                 forward direction's, then the backward one's); empty for zeros.
             return_state: also return the final states, in that order.
@@ -407,7 +407,7 @@ class _GraphBuilder:
                          for d in range(len(directions))]
                 inputs.append(parts[0] if len(parts) == 1 else
                               self.node("Concat", parts, "initial_state", axis=0))
-        results = self.node(_OPERATOR[first.cell], inputs, _OPERATOR[first.cell],
+        results = self.node(OPERATOR[first.cell], inputs, OPERATOR[first.cell],
                             outputs=3 if lstm else 2, **attributes)
         all_steps, last_step = results[:2]
         any_nan = None
@@ -571,7 +571,7 @@ def _onnx_weights(layer: Recurrent):
     )
 
 
-class _Mask:
+class PaddingMask:
     """A (batch, time) padding mask as the native recurrent operators need it.
 
     The ONNX operators only skip steps at the end of a row (`sequence_lens`); Keras skips any
@@ -585,7 +585,7 @@ class _Mask:
     of a row. The index tensors are built once per mask and shared by the layers it reaches.
     """
 
-    def __init__(self, graph: _GraphBuilder, valid: str):
+    def __init__(self, graph: GraphBuilder, valid: str):
         import onnx
 
         self.graph = graph

@@ -62,6 +62,7 @@ def export_and_verify(
     metadata: dict | None = None,
     verify_files: bool = True,
     form: str = "auto",
+    progress: bool = False,
 ):
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
@@ -72,6 +73,7 @@ def export_and_verify(
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
         form: the TFLite time-loop form (`export.tflite.choose_form`).
+        progress: show Keras's progress bar over the files written and verified.
 
     Returns:
         A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
@@ -95,6 +97,12 @@ def export_and_verify(
                    if np.ndim(value) > 1}
     elif seq_len is None and inputs is not None and not isinstance(inputs, (list, tuple)):
         seq_len = int(np.asarray(inputs).shape[1])
+    files = len(quantize) * ("tflite" in formats) + ("onnx" in formats)
+    bar = None
+    if progress:
+        import keras
+
+        bar = keras.utils.Progbar(files * (2 if verify_files else 1), unit_name="step")
     with directory_lock(directory), removed_on_failure() as written:
         if "tflite" in formats:
             for variant in quantize:
@@ -105,15 +113,25 @@ def export_and_verify(
                     representative_data=inputs if variant == "int8" else None,
                     metadata=metadata, form=form,
                 ))
+                _advance(bar)
         if "onnx" in formats:
             written.append(export_model(model, directory / f"{name}.onnx", metadata=metadata))
+            _advance(bar)
         labelled = [(path.stem, path) for path in written]  # label: name[.quantize]
         if not verify_files:
             return labelled
-        rows = [(label, verify(model, path, inputs)) for label, path in labelled]
+        rows = []
+        for label, path in labelled:
+            rows.append((label, verify(model, path, inputs)))
+            _advance(bar)
         if not all(report.passed for _, report in rows):
             raise VerificationFailed(rows)  # removes the files: never ship a failed one
     return rows
+
+
+def _advance(bar) -> None:
+    if bar is not None:  # the bar closes its line when it reaches its target
+        bar.add(1)
 
 
 def print_parity(rows) -> bool:

@@ -126,16 +126,16 @@ def export_translator(model, data, directory, name: str, *, formats=("tflite", "
 def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import _dense, _recurrent, add_metadata, convert_function
+    from export.tflite import add_metadata, convert_function, dense_op, unrolled_recurrent
 
     def encode(source):
         mask = tf.not_equal(source, 0)
         embedded = tf.gather(tf.constant(parts.source_embedding.table), source)
-        encoder_outputs, states = _recurrent(parts.encoder, embedded, mask, return_state=True)
+        encoder_outputs, states = unrolled_recurrent(parts.encoder, embedded, mask, return_state=True)
         outputs = {"encoder_outputs": encoder_outputs,
                    "source_mask": tf.cast(mask, tf.float32)}
         if parts.attention is not None:
-            outputs["encoder_keys"] = _dense(
+            outputs["encoder_keys"] = dense_op(
                 encoder_outputs, parts.attention.key_kernel,
                 np.zeros(parts.attention.units, np.float32))
         outputs.update({f"final_state_{i}": state for i, state in enumerate(states)})
@@ -150,10 +150,10 @@ def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> 
 def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     import onnx
 
-    from export.onnx import _OPERATOR, _GraphBuilder, finish_model
+    from export.onnx import OPERATOR, GraphBuilder, finish_model
 
     structure = ModelStructure((None, None), "int32", (parts.source_embedding, parts.encoder))
-    graph = _GraphBuilder(structure, opset)
+    graph = GraphBuilder(structure, opset)
     float_type = onnx.TensorProto.FLOAT
     is_padding = graph.node("Equal", [SOURCE_NAME, graph.constant("zero", np.array(0, np.int32))])
     lengths = graph.sequence_lengths(is_padding)
@@ -163,8 +163,8 @@ def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     encoder = parts.encoder
     operator_inputs, attributes = graph.operator_inputs(encoder.name, [encoder], time_major,
                                                         "forward")
-    results = graph.node(_OPERATOR[encoder.cell], operator_inputs + [lengths],
-                         _OPERATOR[encoder.cell], outputs=1 + 1 + (encoder.cell == "lstm"),
+    results = graph.node(OPERATOR[encoder.cell], operator_inputs + [lengths],
+                         OPERATOR[encoder.cell], outputs=1 + 1 + (encoder.cell == "lstm"),
                          **attributes)
     # Y (time, 1, batch, units) -> (batch, time, units). Steps after a row's last word are zeros
     # here (Keras repeats the last output there); the mask gives them no attention weight.

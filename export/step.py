@@ -123,12 +123,12 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
     import tensorflow as tf
 
     from export.tflite import (
-        _activation,
-        _cell_step,
-        _dense,
-        _input_bias,
+        activation_op,
         add_metadata,
+        cell_step,
         convert_function,
+        dense_op,
+        input_bias,
     )
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -156,8 +156,8 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
             elif isinstance(layer, Recurrent):
                 h = carried.pop(0)
                 c = carried.pop(0) if layer.cell == "lstm" else None
-                projected = _dense(values, layer.kernel, _input_bias(layer))
-                h, c = _cell_step(layer, projected, h, c)
+                projected = dense_op(values, layer.kernel, input_bias(layer))
+                h, c = cell_step(layer, projected, h, c)
                 new_states += [h, c] if layer.cell == "lstm" else [h]
                 values = h
             elif isinstance(layer, Dense):
@@ -167,9 +167,9 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
                                                encoder_keys, source_mask)
                     values = tf.concat([values, context], axis=-1)
                     outputs[ATTENTION_NAME] = weights
-                values = _activation(layer.activation, _dense(values, layer.kernel, layer.bias))
+                values = activation_op(layer.activation, dense_op(values, layer.kernel, layer.bias))
             elif isinstance(layer, Activation):
-                values = _activation(layer.activation, values)
+                values = activation_op(layer.activation, values)
         outputs[OUTPUT_NAME] = values
         outputs.update({next_state_name(i): s for i, s in enumerate(new_states)})
         return outputs
@@ -208,11 +208,11 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
     source length too); see `step_tflite`."""
     import onnx
 
-    from export.onnx import _OPERATOR, MAX_OPSET, MIN_OPSET, _GraphBuilder, finish_model
+    from export.onnx import MAX_OPSET, MIN_OPSET, OPERATOR, GraphBuilder, finish_model
 
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
-    graph = _GraphBuilder(structure, opset)
+    graph = GraphBuilder(structure, opset)
     float_type = onnx.TensorProto.FLOAT
     if structure.takes_ids:
         inputs = [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.INT32,
@@ -245,7 +245,7 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
                 operator_inputs.append(graph.node("Unsqueeze", [state_name(index + 1), axis0],
                                                   "c0"))
             count = 3 if layer.cell == "lstm" else 2
-            results = graph.node(_OPERATOR[layer.cell], operator_inputs, _OPERATOR[layer.cell],
+            results = graph.node(OPERATOR[layer.cell], operator_inputs, OPERATOR[layer.cell],
                                  outputs=count, **attributes)
             finals = [graph.node("Squeeze", [result, axis0], "state") for result in results[1:]]
             new_states += finals

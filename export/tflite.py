@@ -428,7 +428,7 @@ def _calibration_batches(fixed, data, batch_size: int):
 
 # -- the TensorFlow graph ----------------------------------------------------------------------
 
-def _dense(values, kernel, bias):
+def dense_op(values, kernel, bias):
     """x @ kernel + bias as one 2-D FULLY_CONNECTED, for any leading shape."""
     import tensorflow as tf
 
@@ -439,7 +439,7 @@ def _dense(values, kernel, bias):
                       + [kernel.shape[1]])
 
 
-def _activation(name: str, values):
+def activation_op(name: str, values):
     import tensorflow as tf
 
     if name == "linear":
@@ -450,7 +450,7 @@ def _activation(name: str, values):
             "softmax": tf.nn.softmax}[name](values)
 
 
-def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_state=False):
+def unrolled_recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_state=False):
     """The layer's time loop, unrolled; same masking rules as Keras (see reference.py).
 
     `initial_state` is `[h]` (`[h, c]` for LSTM), zeros by default; with `return_state` the
@@ -464,7 +464,7 @@ def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_sta
     batch = values.shape[0] if values.shape[0] is not None else tf.shape(values)[0]
     units = layer.units
     # All input projections at once: (batch, time, gates * units)
-    projected = tf.unstack(_dense(values, layer.kernel, _input_bias(layer)), axis=1)
+    projected = tf.unstack(dense_op(values, layer.kernel, input_bias(layer)), axis=1)
     mask_steps = tf.unstack(mask, axis=1) if mask is not None else None
     zeros = tf.zeros((batch, units), tf.float32)
     h, c = (list(initial_state) + [zeros])[:2] if initial_state else (zeros, zeros)
@@ -473,9 +473,9 @@ def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_sta
     order = range(timesteps - 1, -1, -1) if layer.go_backwards else range(timesteps)
     # One constant per weight however many steps use it: a constant made inside the loop is
     # copied into the graph once per step (a 512-unit LSTM at 1000 steps: 4 GB of GraphDef).
-    weights = _recurrent_constants(layer)
+    weights = recurrent_constants(layer)
     for t in order:
-        new_h, new_c = _cell_step(layer, projected[t], h, c, weights)
+        new_h, new_c = cell_step(layer, projected[t], h, c, weights)
         if mask_steps is None:
             output, h, c = new_h, new_h, new_c
         else:
@@ -490,12 +490,12 @@ def _recurrent(layer: Recurrent, values, mask, initial_state=None, *, return_sta
     return result
 
 
-def _input_bias(layer: Recurrent):
+def input_bias(layer: Recurrent):
     """The bias added to the input projection (GRU reset_after keeps a second, recurrent one)."""
     return layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
 
 
-def _recurrent_constants(layer: Recurrent) -> dict:
+def recurrent_constants(layer: Recurrent) -> dict:
     """The recurrent weights of one layer as TF constants, made once and shared by every step."""
     import tensorflow as tf
 
@@ -510,15 +510,15 @@ def _recurrent_constants(layer: Recurrent) -> dict:
     return weights
 
 
-def _cell_step(layer: Recurrent, x_t, h, c, weights: dict | None = None):
+def cell_step(layer: Recurrent, x_t, h, c, weights: dict | None = None):
     """One step of the cell from the projected input `x_t = x @ kernel + input bias`:
     returns the new `(h, c)` (`c` passes through unchanged for SimpleRNN and GRU).
-    `weights`: the layer's `_recurrent_constants`, shared across steps."""
+    `weights`: the layer's `recurrent_constants`, shared across steps."""
     import tensorflow as tf
 
-    weights = weights or _recurrent_constants(layer)
-    act = lambda x: _activation(layer.activation, x)  # noqa: E731
-    gate = lambda x: _activation(layer.recurrent_activation, x)  # noqa: E731
+    weights = weights or recurrent_constants(layer)
+    act = lambda x: activation_op(layer.activation, x)  # noqa: E731
+    gate = lambda x: activation_op(layer.recurrent_activation, x)  # noqa: E731
     if layer.cell == "simple_rnn":
         return act(x_t + tf.matmul(h, weights["kernel"])), c
     if layer.cell == "lstm":
@@ -547,12 +547,12 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
 
     initial_state = list(initial_state or [])
     if isinstance(description, Recurrent):
-        result = _recurrent(description, values, mask, initial_state or None, return_state=True)
+        result = unrolled_recurrent(description, values, mask, initial_state or None, return_state=True)
         return [result[0]] + result[1] if return_state else result[0]
     half = len(initial_state) // 2
-    forward, forward_states = _recurrent(description.forward, values, mask,
+    forward, forward_states = unrolled_recurrent(description.forward, values, mask,
                                          initial_state[:half] or None, return_state=True)
-    backward, backward_states = _recurrent(description.backward, values, mask,
+    backward, backward_states = unrolled_recurrent(description.backward, values, mask,
                                            initial_state[half:] or None, return_state=True)
     if description.return_sequences:
         backward = tf.reverse(backward, axis=[1])

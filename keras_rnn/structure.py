@@ -115,12 +115,12 @@ class ModelStructure:
         return [layer for layer in self.layers if isinstance(layer, (Recurrent, Bidirectional))]
 
 
-def read_model(model) -> ModelStructure:
-    """Reads a built Keras model into a `ModelStructure`.
+def model_inputs_outputs(model) -> tuple[list, list]:
+    """A built Keras model's input and output tensors.
 
     Raises:
-        UnsupportedModelError: for an unsupported layer or option, naming the layer.
-        ValueError: for a model that was never built (its input shape is unknown).
+        TypeError: not a `keras.Model`.
+        ValueError: a model that was never built (its inputs are unknown).
     """
     import keras
 
@@ -130,11 +130,22 @@ def read_model(model) -> ModelStructure:
         inputs, outputs = model.inputs, model.outputs
     except (AttributeError, ValueError):
         inputs = outputs = None
-    if not inputs:
+    if not inputs or not outputs:
         raise ValueError(
             f"Model {model.name!r} has no defined input: start it with keras.Input(shape=...) "
             "or call it on data once before exporting."
         )
+    return list(inputs), list(outputs)
+
+
+def read_model(model) -> ModelStructure:
+    """Reads a built Keras model into a `ModelStructure`.
+
+    Raises:
+        UnsupportedModelError: for an unsupported layer or option, naming the layer.
+        ValueError: for a model that was never built (its input shape is unknown).
+    """
+    inputs, outputs = model_inputs_outputs(model)
     if len(inputs) != 1 or len(outputs) != 1:
         raise UnsupportedModelError(
             f"Model {model.name!r} has {len(inputs)} inputs and {len(outputs)} outputs; "

@@ -206,3 +206,30 @@ def test_translation_runs_without_tensorflow(tmp_path, translators):
     text, tensorflow_loaded = completed.stdout.rstrip("\n").split("\n")
     assert tensorflow_loaded == "False"
     assert text.split() == result["translations"][sentence]
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("max_length", "100000000", "'max_length' is 100000000; expected 1 to 1000"),
+    ("vocabulary", '{"level": "word"}', "'vocabulary': .*needs 'symbols'"),
+    ("source_vocabulary", "[]", "'source_vocabulary': .*must be an object"),
+])
+def test_a_translator_file_with_bad_metadata_is_refused(tmp_path, translators, key, value,
+                                                        message):
+    """A decoder written by someone else: bounded and validated, a ModelFileError naming the
+    file and the field (an unbounded max_length would make translate() run for minutes)."""
+    import onnx
+
+    from export.runtime import ModelFileError, Translator
+    from export.seq2seq import export_translator
+
+    result = translators["gru", False]
+    export_translator(result["model"], result["data"], tmp_path, "t", formats=("onnx",))
+    decoder = tmp_path / "t.decoder.onnx"
+    proto = onnx.load(decoder)
+    for entry in proto.metadata_props:
+        if entry.key == key:
+            entry.value = value
+    onnx.save(proto, decoder)
+    with pytest.raises(ModelFileError, match=message) as raised:
+        Translator(tmp_path / "t.encoder.onnx", decoder)
+    assert "t.decoder.onnx" in str(raised.value)

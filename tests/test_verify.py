@@ -141,8 +141,8 @@ def test_verify_fails_a_tflite_file_with_a_shifted_bias(tmp_path, monkeypatch):
 
     keras.utils.set_random_seed(6)
     model = keras.Sequential([keras.Input((STEPS, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
-    original = export.tflite._input_bias
-    monkeypatch.setattr(export.tflite, "_input_bias", lambda layer: original(layer) + 0.1)
+    original = export.tflite.input_bias
+    monkeypatch.setattr(export.tflite, "input_bias", lambda layer: original(layer) + 0.1)
     report = verify(model, export_tflite(model, tmp_path / "m.tflite"))
     assert not report.passed, str(report)
     assert report.max_abs_diff > TFLITE_TOLERANCE

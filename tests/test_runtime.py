@@ -1,0 +1,121 @@
+"""Files someone else wrote: metadata is validated field by field, and every problem is a
+`ModelFileError` (a `ValueError`) naming the file and the field, never an AttributeError,
+KeyError, TypeError or UnicodeDecodeError, and never a loop bounded only by the file."""
+
+import numpy as np
+import pytest
+
+from export import export_onnx, export_tflite, vocabulary_metadata
+from export.runtime import ModelFileError, StepModel, generate, load
+from export.step import export_step
+from keras_rnn import Vocabulary, build_model
+
+VOCABULARY = Vocabulary.from_texts("hihello")  # 5 symbols
+
+
+@pytest.fixture(scope="module")
+def model():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    return build_model(cell="gru", input_size=5, hidden_size=4, output_size=5, seq_len=6)
+
+
+def _onnx_with(tmp_path, model, metadata: dict):
+    """An ONNX file whose metadata_props hold exactly `metadata` (raw strings)."""
+    import onnx
+
+    path = export_onnx(model, tmp_path / "m.onnx")
+    proto = onnx.load(path)
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+    return path
+
+
+def _tflite_with_raw_metadata(tmp_path, model, data: bytes):
+    """A .tflite file whose keras_rnn metadata entry holds `data` as it is."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    flatbuffer = export_tflite(model, tmp_path / "m.tflite").read_bytes()
+    tree = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    for entry in tree.metadata or []:
+        if entry.name in (b"keras_rnn", "keras_rnn"):
+            tree.buffers[entry.buffer].data = np.frombuffer(data, np.uint8)
+    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
+    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
+    path = tmp_path / "raw.tflite"
+    path.write_bytes(bytes(builder.Output()))
+    return path
+
+
+@pytest.mark.parametrize("data, field", [
+    (b"[1, 2, 3]", "JSON object"),  # valid JSON, not an object
+    (b'{"vocabulary": 5}', "'vocabulary' must be a string"),
+    (b"\xff\xfe not utf-8", "not UTF-8 JSON"),
+    (b"{broken", "not UTF-8 JSON"),
+])
+def test_malformed_tflite_metadata_is_a_model_file_error(tmp_path, model, data, field):
+    path = _tflite_with_raw_metadata(tmp_path, model, data)
+    with pytest.raises(ModelFileError, match=field) as raised:
+        load(path)
+    assert "raw.tflite" in str(raised.value)
+
+
+@pytest.mark.parametrize("vocabulary, message", [
+    ("[1, 2]", "must be an object"),
+    ('{"symbols": [1, 2]}', "needs 'symbols'"),
+    ("null", "must be an object"),
+    ("{not json", "not valid JSON"),
+])
+def test_a_bad_vocabulary_in_a_step_file_names_the_field(tmp_path, model, vocabulary, message):
+    path = export_step(model, tmp_path / "m.step.onnx")
+    import onnx
+
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "vocabulary", vocabulary
+    onnx.save(proto, path)
+    with pytest.raises(ModelFileError, match=f"'vocabulary': .*{message}"):
+        generate(StepModel(path), "h", 3)
+
+
+def test_a_vocabulary_of_the_wrong_size_is_refused(tmp_path, model):
+    path = export_step(model, tmp_path / "m.step.tflite",
+                       metadata=vocabulary_metadata(Vocabulary.from_texts("hi")))  # 2 symbols
+    with pytest.raises(ModelFileError, match="5 units but the 'vocabulary' .* has 2 symbols"):
+        generate(path, "h", 3)
+
+
+def test_onnx_metadata_values_are_read_as_strings_only(tmp_path, model):
+    path = _onnx_with(tmp_path, model, {"vocabulary": VOCABULARY.to_json(), "task": "hihello"})
+    assert load(path).metadata["task"] == "hihello"
+
+
+def test_translator_max_length_from_the_file_is_bounded(tmp_path):
+    from export.runtime import metadata_int
+
+    with pytest.raises(ModelFileError, match="'max_length' is 100000000; expected 1 to 1000"):
+        metadata_int({"max_length": "100000000"}, "max_length", 20, "d.onnx", low=1, high=1000)
+    with pytest.raises(ModelFileError, match="'max_length' must be an integer; got 'ten'"):
+        metadata_int({"max_length": "ten"}, "max_length", 20, "d.onnx", low=1, high=1000)
+    assert metadata_int({}, "max_length", 20, "d.onnx", low=1, high=1000) == 20
+
+
+def test_runtime_refuses_empty_axes_negative_ids_and_strings(tmp_path, model):
+    for path in (export_onnx(model, tmp_path / "m.onnx"), export_tflite(model, tmp_path / "m.tflite")):
+        exported = load(path)
+        for bad, message in ((np.zeros((1, 0, 5), np.float32), "empty axis"),
+                             (np.zeros((0, 6, 5), np.float32), "empty axis"),
+                             (np.full((1, 6, 5), "a"), "expects numbers")):
+            with pytest.raises(ValueError, match=message):
+                exported.run(bad)
+    ids = build_model(cell="lstm", inputs="ids", input_size=5, hidden_size=3, seq_len=4)
+    exported = load(export_onnx(ids, tmp_path / "ids.onnx"))
+    with pytest.raises(ValueError, match="negative token id"):
+        exported.run(np.array([[1, -1, 2, 3]], np.int32))
+    with pytest.raises(ValueError, match="could not run on this input"):  # id 9 of 5: named
+        exported.run(np.array([[1, 9, 2, 3]], np.int32))

@@ -67,7 +67,6 @@ def main(argv=None) -> int:
 
 
 def _run(args):
-
     model_path = Path(args.model)
     if model_path.suffix != ".keras":
         raise ValueError(f"{args.model!r} is not a .keras file (save with model.save('m.keras')).")

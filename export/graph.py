@@ -205,6 +205,29 @@ def as_list(outputs) -> list:
     return [outputs]
 
 
+def frozen_inference(graph, model, signature, **freeze_options):
+    """`graph` (the model or its rebuilt clone) traced on `signature`, returning its outputs
+    as a dict under the exported names (`output_names(model)`), with the weights and the
+    tensors the layers captured (an adapted Normalization's mean) frozen into constants: a file
+    with variables would need initialising on the device, and tf2onnx would make captured
+    tensors extra graph inputs. `freeze_options` go to `convert_variables_to_constants_v2`."""
+    import tensorflow as tf
+
+    # (TensorFlow's own freezing, the one its converters use; it has no public name)
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    names = output_names(model)
+
+    def inference(*inputs):
+        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return dict(zip(names, as_list(results)))
+
+    function = tf.function(inference, input_signature=signature, autograph=False)
+    return convert_variables_to_constants_v2(function.get_concrete_function(), **freeze_options)
+
+
 def keras_outputs(model, feeds: dict) -> dict:
     """Runs the Keras model on named inputs (the exported names); returns named outputs."""
     import warnings

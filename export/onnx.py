@@ -29,9 +29,9 @@ import numpy as np
 
 from export._files import check_writable, write_atomic
 from export.graph import (
-    as_list,
     check_exportable,
     clone_with,
+    frozen_inference,
     input_specs,
     output_names,
     recurrent_forms,
@@ -99,20 +99,9 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     signature = [tf.TensorSpec((None,) + shape[1:], dtype, name=name)
                  for name, shape, dtype in input_specs(model)]
 
-    def inference(*inputs):
-        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-        return dict(zip(names, as_list(results)))
-
-    function = tf.function(inference, input_signature=signature, autograph=False)
-    # Frozen first: the weights, and tensors the layers captured (an adapted Normalization's
-    # mean), become constants instead of extra graph inputs.
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
-    # (loops kept as loops, as tf2onnx's own loader freezes them)
-    frozen = convert_variables_to_constants_v2(function.get_concrete_function(),
-                                               lower_control_flow=False, aggressive_inlining=True)
+    # loops kept as loops, as tf2onnx's own loader freezes them
+    frozen = frozen_inference(graph, model, signature, lower_control_flow=False,
+                              aggressive_inlining=True)
     proto = _tf2onnx(frozen, opset, markers)
     _splice_markers(proto, markers, opset)
     _refuse_unknown_ops(proto)
@@ -163,6 +152,8 @@ def _tf2onnx(frozen, opset: int, markers: dict):
 def _mark_recurrent(ctx, node, name, args):
     """tf2onnx's handler for the markers' PyFunc ops: an opaque node that keeps its inputs and
     outputs and names the recurrent layer it stands for."""
+    import onnx
+
     match = re.search(rf"{MARKER_PREFIX}(\d+)", node.name)
     if match is None:  # the user's own tf.numpy_function: refused by _refuse_unknown_ops
         node.type, node.domain = "PyFunc", ""  # (tf2onnx set the marker type already)
@@ -172,8 +163,6 @@ def _mark_recurrent(ctx, node, name, args):
     node.set_attr("marker", marker_id)
     # the converter cannot infer an opaque op's outputs; later ops (Concat on axis -1, the
     # reshapes of TimeDistributed) need their rank and known sizes
-    import onnx
-
     for output, shape in zip(node.output, args[0][marker_id].traced_shapes):
         ctx.set_shape(output, [-1 if size is None else size for size in shape])
         ctx.set_dtype(output, onnx.TensorProto.FLOAT)
@@ -192,7 +181,7 @@ def _splice_markers(proto, markers: dict, opset: int) -> None:
         marker = markers[next(a.i for a in node.attribute if a.name == "marker")]
         has_mask, state_count = marker.traced
         inputs = list(node.input)
-        builder = GraphBuilder(None, opset, prefix=f"{marker.name}/")
+        builder = GraphBuilder(opset, prefix=f"{marker.name}/")
         values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
         mask = PaddingMask(builder, inputs[1]) if has_mask else None
         result = builder.recurrent(marker.description, values, mask,
@@ -314,10 +303,10 @@ def _never_run(*arguments):
 
 
 class GraphBuilder:
-    """Emits nodes layer by layer, tracking the current tensor and its time layout."""
+    """Emits ONNX nodes and initializers under fresh names (a recurrent layer with its masking
+    and NaN nodes, the step models' and the translator's graphs)."""
 
-    def __init__(self, structure, opset: int, *, prefix: str = ""):
-        self.structure = structure
+    def __init__(self, opset: int, *, prefix: str = ""):
         self.opset = opset
         self.prefix = prefix  # keeps the names apart from the converter's own
         self.nodes = []

@@ -281,7 +281,7 @@ def _held_out_cases(model, specs, exported, given, seed: int) -> list[dict]:
                 value = rng.normal(size=shape).astype(np.float32)
             if masked and len(shape) > 1 and shape[1] > 1:
                 if valid is None or valid.shape != tuple(shape[:2]):
-                    valid = _padding_patterns(shape[0], shape[1], rng)
+                    valid = padding_patterns(shape[0], shape[1], rng)
                 value[~valid] = padding_value
             case[name] = value
         cases.append(case)
@@ -295,18 +295,22 @@ def _is_one_hot(inputs) -> bool:
     return bool(np.isin(inputs.sum(-1), (0, 1)).all())
 
 
-def _padding_patterns(batch: int, length: int, rng) -> np.ndarray:
-    """(batch, length) booleans, False = padding: the rows cycle through no padding, padding
-    at the end, at the start, and steps masked in the middle, with random lengths."""
+PADDING_PATTERNS = ("none", "end", "start", "middle")
+
+
+def padding_patterns(batch: int, length: int, rng, patterns=PADDING_PATTERNS) -> np.ndarray:
+    """(batch, length) booleans, False = padding: row r takes `patterns[r % len(patterns)]`,
+    padding at the end (`pad_sequences(padding="post")`), at the start (its default) or a
+    third of the steps masked in the middle, with random lengths."""
     valid = np.ones((batch, length), bool)
     for row in range(batch):
         cut = int(rng.integers(1, length))
-        pattern = row % 4
-        if pattern == 1:
-            valid[row, cut:] = False  # post-padding (pad_sequences(padding="post"))
-        elif pattern == 2:
-            valid[row, :cut] = False  # pre-padding (pad_sequences' default)
-        elif pattern == 3:
+        pattern = patterns[row % len(patterns)]
+        if pattern == "end":
+            valid[row, cut:] = False
+        elif pattern == "start":
+            valid[row, :cut] = False
+        elif pattern == "middle":
             valid[row, rng.choice(length, size=max(1, length // 3), replace=False)] = False
     return valid
 

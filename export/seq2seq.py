@@ -152,8 +152,7 @@ def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
 
     from export.onnx import OPERATOR, GraphBuilder, finish_model
 
-    structure = ModelStructure((None, None), "int32", (parts.source_embedding, parts.encoder))
-    graph = GraphBuilder(structure, opset)
+    graph = GraphBuilder(opset)
     float_type = onnx.TensorProto.FLOAT
     is_padding = graph.node("Equal", [SOURCE_NAME, graph.constant("zero", np.array(0, np.int32))])
     lengths = graph.sequence_lengths(is_padding)

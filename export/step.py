@@ -212,7 +212,7 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
 
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
-    graph = GraphBuilder(structure, opset)
+    graph = GraphBuilder(opset)
     float_type = onnx.TensorProto.FLOAT
     if structure.takes_ids:
         inputs = [onnx.helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.INT32,

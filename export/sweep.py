@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.parity import padding_patterns
 from keras_rnn.structure import CELLS, RNN_ACTIVATIONS
 
 OVERFLOW = 100.0  # |Keras output| beyond which a case counts as overflowing
@@ -85,17 +86,8 @@ def random_case(seed: int) -> Case:
         data = np.eye(features, dtype=np.float32)[rng.integers(0, features, (batch, steps))]
     padding = "none"
     if kind != "one_hot" and steps > 1:
-        valid = np.ones((batch, steps), bool)
         padding = str(rng.choice(("start", "end", "middle")))
-        for row in range(batch):
-            cut = int(rng.integers(1, steps))
-            if padding == "start":
-                valid[row, :cut] = False
-            elif padding == "end":
-                valid[row, cut:] = False
-            else:
-                valid[row, rng.choice(steps, size=max(1, steps // 3), replace=False)] = False
-        data[~valid] = 0
+        data[~padding_patterns(batch, steps, rng, patterns=(padding,))] = 0
     description = (f"{cell} x{layers_count}{' bi-' + merge_mode if bidirectional else ''}"
                    f"{' backwards' if go_backwards else ''} {kind} pad:{padding} "
                    f"units {units} {options} head {head} seq {return_sequences} "

@@ -29,10 +29,10 @@ from export.graph import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
     all_layers,
-    as_list,
     check_exportable,
     clone_with,
     describe_recurrent,
+    frozen_inference,
     input_specs,
     output_names,
     recurrent_forms,
@@ -173,20 +173,8 @@ def build_tflite(
         # as a WHILE loop; "unrolled": the built-in recurrent layers written out step by step
         graph = clone_with(model, unrolled_stand_in) if form == "unrolled" else model
         names = output_names(model)
-        def inference(*inputs):
-            results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-            return dict(zip(names, as_list(results)))
-
-        function = tf.function(inference, autograph=False, input_signature=[
-            tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed])
-        # The weights frozen into constants first (a file with variables needs initialising on
-        # the device), then handed over with a trackable owner: the converter's current path,
-        # which writes a signature with the inputs' and outputs' names.
-        from tensorflow.python.framework.convert_to_constants import (
-            convert_variables_to_constants_v2,
-        )
-
-        frozen = convert_variables_to_constants_v2(function.get_concrete_function())
+        signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed]
+        frozen = frozen_inference(graph, model, signature)
 
         def named(*inputs):  # the frozen function's outputs under their names again
             results = frozen(*inputs)
@@ -194,9 +182,10 @@ def build_tflite(
                 return results
             return dict(zip(sorted(names), tf.nest.flatten(results)))  # dicts flatten sorted
 
+        # handed over with a trackable owner: the converter's current path, which writes a
+        # signature with the inputs' and outputs' names
         holder = tf.Module()
-        holder.function = tf.function(named, autograph=False,
-                                      input_signature=function.input_signature)
+        holder.function = tf.function(named, autograph=False, input_signature=signature)
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [holder.function.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -222,7 +211,8 @@ def build_tflite(
 
 
 def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
-    """The time-loop form of the .tflite file.
+    """The time-loop form of the .tflite file, for a model whose recurrent layers are
+    `recurrent` (their `Recurrent`/`Bidirectional` descriptions).
 
     - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
       `benchmarks/latency.py` for every cell at the lecture and medium sizes (LSTM included:
@@ -242,7 +232,6 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
     """
     if form not in FORMS:
         raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
-    recurrent = getattr(recurrent, "recurrent_layers", recurrent)  # a ModelStructure too
     cells = {direction.cell for layer in recurrent
              for direction in ([layer.forward, layer.backward]
                                if isinstance(layer, Bidirectional) else [layer])}

@@ -482,12 +482,13 @@ def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
     from keras_rnn.structure import read_model
 
     model = _model("gru", "many_to_one", "single", "one_hot")
-    structure = read_model(model)
+    structure = read_model(model).recurrent_layers
     assert choose_form(structure, SEQ_LEN) == "unrolled"
     assert choose_form(structure, CELL_STEPS) == "unrolled"
     assert choose_form(structure, CELL_STEPS + 1) == "while"
     # the cost is cell steps: a stacked bidirectional model loops at a quarter of the length
-    deep = read_model(_model("gru", "many_to_one", "bidirectional", "one_hot", num_layers=2))
+    deep = read_model(_model("gru", "many_to_one", "bidirectional", "one_hot",
+                             num_layers=2)).recurrent_layers
     assert choose_form(deep, CELL_STEPS // 4) == "unrolled"
     assert choose_form(deep, CELL_STEPS // 4 + 1) == "while"
     long = CELL_STEPS + 200

@@ -27,7 +27,8 @@ def _parser() -> argparse.ArgumentParser:
                         default=["none"], help="TFLite variants (default: none = float32)")
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
-    parser.add_argument("--batch-size", type=int, default=1, help="TFLite batch (default 1)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="TFLite batch (default 1, or a stateful model's own batch)")
     parser.add_argument("--form", choices=("auto", "unrolled", "while", "fused"), default="auto",
                         help="TFLite time loop (default auto: unrolled up to 1000 steps)")
     parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration (an .npz "
@@ -72,7 +73,7 @@ def _run(args):
         raise ValueError(f"{args.model!r} is not a .keras file (save with model.save('m.keras')).")
     if not model_path.is_file():
         raise ValueError(f"Model file {args.model!r} does not exist.")
-    if args.batch_size < 1 or args.batch_size > MAX_BATCH_SIZE:
+    if args.batch_size is not None and not 1 <= args.batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}; got "
                          f"{args.batch_size}.")
     out = Path(args.out)

@@ -20,11 +20,12 @@ as Keras computes it; masks flow between layers as Keras propagates them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
 
-from export.runtime import MAIN_INPUT, MAIN_OUTPUT
+from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name
 from keras_rnn.structure import (
     Bidirectional,
     UnsupportedModelError,
@@ -37,17 +38,81 @@ from keras_rnn.structure import (
 SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT
 
 
-def check_exportable(model) -> None:
-    """Refuses, before any work, what no export path writes correctly, naming every layer."""
+def check_exportable(model, *, carried_state: bool = True) -> None:
+    """Refuses, before any work, what no export path writes correctly, naming every layer.
+    `carried_state=False` (ONNX, where the state travels as graph inputs and outputs that
+    only the built-in recurrent layers get) refuses every other stateful layer."""
     model_inputs_outputs(model)
-    stateful = [layer.name for layer in all_layers(model) if getattr(layer, "stateful", False)
-                or getattr(getattr(layer, "forward_layer", None), "stateful", False)]
-    if stateful:
+    if not carried_state:
+        other = [layer.name for layer in all_layers(model)
+                 if getattr(layer, "stateful", False) and describe_recurrent(layer) is None]
+        if other:
+            raise UnsupportedModelError(
+                f"Layers {other} are stateful=True but not SimpleRNN/LSTM/GRU (or RNN over "
+                "their cells): their state cannot become the file's inputs and outputs, and "
+                "the converter would freeze it into constants (silently wrong from the second "
+                "call on). Export to .tflite, which keeps any layer's state between calls.")
+    names = [name for name, _, _ in input_specs(model)]
+    clashes = sorted(set(names) & {state_input_name(i) for i in range(len(state_layout(model)))})
+    if clashes:
         raise UnsupportedModelError(
-            f"Layers {stateful} are stateful=True: their state between calls is not exported "
-            "yet (a frozen state would be silently wrong). Export a streaming step model "
-            "(export.step), which takes and returns the state explicitly, or rebuild the "
-            "model with stateful=False and copy the weights.")
+            f"Model inputs {clashes} have the names the exported file gives the stateful "
+            "layers' states: rename them with keras.Input(name=...).")
+
+
+def state_variables(layer) -> list:
+    """The variables a stateful layer keeps its state in between calls (both directions of
+    a Bidirectional, forward first), in Keras's state order (h, then c for LSTM)."""
+    import keras
+
+    if isinstance(layer, keras.layers.Bidirectional):
+        return state_variables(layer.forward_layer) + state_variables(layer.backward_layer)
+    if not getattr(layer, "stateful", False) or getattr(layer, "states", None) is None:
+        return []
+    return list(keras.tree.flatten(layer.states))
+
+
+def stateful_layers(model) -> list:
+    """The layers of `model` with `stateful=True`, in graph order."""
+    return [layer for layer in all_layers(model) if state_variables(layer)]
+
+
+def state_layout(model, *, every: bool = False) -> list[tuple[str, int]]:
+    """`(label, units)` of each state the stateful built-in recurrent layers carry between
+    calls, in the order of the exported file's state inputs and outputs: layers in graph
+    order, then Keras's state order (e.g. "encoder/forward/h", "encoder/forward/c").
+    `every=True` adds the other stateful layers' states ("layer/state_N", their size)."""
+    layout = []
+    for layer in stateful_layers(model):
+        description = describe_recurrent(layer)
+        if description is None:
+            if every:
+                layout += [(f"{layer.name}/state_{index}", int(np.prod(variable.shape[1:])))
+                           for index, variable in enumerate(state_variables(layer))]
+            continue
+        directions = ([("forward/", description.forward), ("backward/", description.backward)]
+                      if isinstance(description, Bidirectional) else [("", description)])
+        for prefix, direction in directions:
+            for which in ("h", "c")[:2 if direction.cell == "lstm" else 1]:
+                layout.append((f"{layer.name}/{prefix}{which}", direction.units))
+    return layout
+
+
+@contextlib.contextmanager
+def states_reset(model):
+    """The stateful layers' state zeroed (as `layer.reset_state()` does) for the duration,
+    then put back as it was: an export starts its file from a reset state, and `verify`
+    compares the file with the model from one, without changing the user's model."""
+    variables = [variable for layer in stateful_layers(model)
+                 for variable in state_variables(layer)]
+    kept = [np.array(variable.numpy()) for variable in variables]
+    try:
+        for variable in variables:
+            variable.assign(np.zeros(variable.shape, variable.dtype))
+        yield
+    finally:
+        for variable, value in zip(variables, kept):
+            variable.assign(value)
 
 
 def describe_recurrent(layer):
@@ -85,6 +150,9 @@ def stand_in_base():
             self.return_sequences = bool(original.return_sequences)
             self.return_state = bool(original.return_state)
             self.supports_masking = True
+            # stateful=True: the original layer's state variables (a call, not an attribute,
+            # so the stand-in does not track them as its own)
+            self.kept_states = functools.partial(state_variables, original)
 
         def _output_specs(self, batch, steps):
             units = self.description.units

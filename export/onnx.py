@@ -31,13 +31,22 @@ from export._files import check_writable, write_atomic
 from export.graph import (
     check_exportable,
     clone_with,
+    describe_recurrent,
     frozen_inference,
     input_specs,
     output_names,
     recurrent_forms,
     stand_in_base,
+    state_layout,
+    state_sizes,
+    stateful_layers,
 )
-from export.runtime import FORMS_METADATA
+from export.runtime import (
+    FORMS_METADATA,
+    STATEFUL_METADATA,
+    state_input_name,
+    state_output_name,
+)
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
     Bidirectional,
@@ -85,7 +94,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
 
-    check_exportable(model)
+    check_exportable(model, carried_state=False)
     tf = load_tensorflow()
     markers = {}
 
@@ -103,7 +112,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     frozen = frozen_inference(graph, model, signature, lower_control_flow=False,
                               aggressive_inlining=True)
     proto = _tf2onnx(frozen, opset, markers)
-    _splice_markers(proto, markers, opset)
+    _splice_markers(proto, markers, opset, _first_states(model))
     _refuse_unknown_ops(proto)
     shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
     _name_inputs(proto, [spec.name for spec in signature])
@@ -113,7 +122,10 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     for layer, form in forms.items():
         if form != "native operator" and loops:
             forms[layer] = "Loop"
-    return finish_model(proto.graph, opset, {**(metadata or {}), FORMS_METADATA: json.dumps(forms)},
+    metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
+    if state_layout(model):
+        metadata[STATEFUL_METADATA] = json.dumps(state_layout(model))
+    return finish_model(proto.graph, opset, metadata,
                         extra_opsets=[o for o in proto.opset_import
                                       if o.domain not in ("", MARKER_DOMAIN)])
 
@@ -169,10 +181,27 @@ def _mark_recurrent(ctx, node, name, args):
     return node
 
 
-def _splice_markers(proto, markers: dict, opset: int) -> None:
-    """Replaces each marker node by the native recurrent operator and its masking nodes."""
+def _first_states(model) -> dict:
+    """{stateful layer: the index of its first state input}, in `state_layout` order."""
+    first, count = {}, 0
+    for layer in stateful_layers(model):
+        description = describe_recurrent(layer)
+        if description is not None:
+            first[layer.name] = count
+            count += len(state_sizes(description))
+    return first
+
+
+def _splice_markers(proto, markers: dict, opset: int, first_states: dict) -> None:
+    """Replaces each marker node by the native recurrent operator and its masking nodes.
+
+    A stateful layer's state becomes graph inputs `state_N` (the previous call's final
+    state; used unless the layer was called with `initial_state=`, as in Keras) and outputs
+    `next_state_N`: ONNX Runtime keeps nothing between runs, so the caller carries it."""
     import onnx
 
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = batch.dim_param or "batch"
     nodes = []
     for node in proto.graph.node:
         if node.op_type != MARKER_OP:
@@ -184,10 +213,22 @@ def _splice_markers(proto, markers: dict, opset: int) -> None:
         builder = GraphBuilder(opset, prefix=f"{marker.name}/")
         values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
         mask = PaddingMask(builder, inputs[1]) if has_mask else None
+        initial_state = inputs[1 + has_mask:1 + has_mask + state_count]
+        sizes = state_sizes(marker.description)
+        kept = ([state_input_name(first_states[marker.name] + i) for i in range(len(sizes))]
+                if marker.name in first_states else [])
         result = builder.recurrent(marker.description, values, mask,
-                                   initial_state=inputs[1 + has_mask:1 + has_mask + state_count],
-                                   return_state=marker.return_state)
-        outputs, states = result if marker.return_state else (result, [])
+                                   initial_state=initial_state or kept,
+                                   return_state=marker.return_state or bool(kept))
+        outputs, states = result if marker.return_state or kept else (result, [])
+        for index, (state, units) in enumerate(zip(states if kept else [], sizes)):
+            name = state_output_name(first_states[marker.name] + index)
+            builder.nodes.append(onnx.helper.make_node("Identity", [state], [name]))
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(
+                kept[index], onnx.TensorProto.FLOAT, [batch, units]))
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(
+                name, onnx.TensorProto.FLOAT, [batch, units]))
+        states = states if marker.return_state else []
         if marker.return_sequences:
             outputs = builder.node("Transpose", [outputs], "batch_major", perm=[1, 0, 2])
         for produced, wanted in zip([outputs] + states, node.output):

@@ -102,11 +102,23 @@ def verify(
             (default 1.0); held-out inputs must reach HELD_OUT_MIN_AGREEMENT.
         seed: for the held-out inputs.
 
+    A model with `stateful=True` layers (or a file that carries a state) is compared over a
+    run of calls, each continuing from the state the last one left, both sides starting from a
+    reset state: `inputs` as consecutive batches of the model's batch size, then the held-out
+    ones. A file that forgets or freezes the state differs from the second call on. The
+    Keras model's own state is put back afterwards.
+
     Returns:
         A `ParityReport`; `report.passed` says whether it met its bound. NaN compares equal
         only to NaN: a NaN (or inf) on one side where the other is finite fails any bound.
     """
-    from export.graph import input_specs, keras_outputs, output_names
+    from export.graph import (
+        input_specs,
+        keras_outputs,
+        output_names,
+        stateful_layers,
+        states_reset,
+    )
     from export.runtime import load
 
     specs = input_specs(model)
@@ -118,23 +130,31 @@ def verify(
             f"{sorted(exported.output_names)}; the model has {[n for n, _, _ in specs]} and "
             f"{output_names(model)}: it was not exported from this model.")
     given = _given_case(specs, inputs)
-    held_out = _held_out_cases(model, specs, exported, given, seed)
+    stateful = bool(stateful_layers(model)) or getattr(exported, "stateful", False)
+    held_out = _held_out_cases(model, specs, exported, given, seed, stateful=stateful)
+    cases = [("given", given)] * (given is not None) + [("held_out", c) for c in held_out]
+    if stateful:
+        cases = [(kind, part) for kind, case in cases for part in _consecutive(case, model)]
+        if getattr(exported, "stateful", False):
+            exported.reset_states()
     differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
     shapes = []
-    for kind, case in [("given", given)] * (given is not None) + [("held_out", c) for c in held_out]:
-        expected = keras_outputs(model, case)
-        actual = _run_in_batches(exported, case)
-        for name, value in expected.items():
-            if actual[name].shape != value.shape:
-                raise ValueError(
-                    f"{Path(path).name} returned shape {actual[name].shape} for {name!r}; the "
-                    f"Keras model returned {value.shape}.")
-            difference, mismatches = compare(actual[name], value)
-            differences.append(difference)
-            nonfinite += mismatches
-            if value.ndim > 1 and value.shape[-1] > 1:
-                agreements[kind].append((actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
-        shapes.append(tuple(next(iter(case.values())).shape))
+    with states_reset(model):
+        for kind, case in cases:
+            expected = keras_outputs(model, case)
+            actual = exported.run_named(case) if stateful else _run_in_batches(exported, case)
+            for name, value in expected.items():
+                if actual[name].shape != value.shape:
+                    raise ValueError(
+                        f"{Path(path).name} returned shape {actual[name].shape} for {name!r}; "
+                        f"the Keras model returned {value.shape}.")
+                difference, mismatches = compare(actual[name], value)
+                differences.append(difference)
+                nonfinite += mismatches
+                if value.ndim > 1 and value.shape[-1] > 1:
+                    agreements[kind].append(
+                        (actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
+            shapes.append(tuple(next(iter(case.values())).shape))
     max_diff = max(differences)
     every = agreements["given"] + agreements["held_out"]
     agreement = float(np.concatenate(every).mean()) if every else None
@@ -219,6 +239,20 @@ def _run_in_batches(exported, feeds: dict) -> dict:
     return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
+def _consecutive(case: dict, model) -> list[dict]:
+    """A stateful model's inputs as consecutive calls of its fixed batch size."""
+    from export.graph import state_variables, stateful_layers
+
+    batch = int(state_variables(stateful_layers(model)[0])[0].shape[0])
+    rows = len(next(iter(case.values())))
+    if rows % batch:
+        raise ValueError(
+            f"inputs have {rows} rows; a stateful model runs batches of exactly {batch} rows: "
+            f"give a multiple of {batch} (consecutive batches, compared call after call).")
+    return [{name: value[start:start + batch] for name, value in case.items()}
+            for start in range(0, rows, batch)]
+
+
 def _given_case(specs, inputs):
     """The user's inputs as a dict by input name (an array for one input; a list in input
     order or a dict for several), checked against the model's inputs."""
@@ -247,8 +281,8 @@ def _given_case(specs, inputs):
     return case
 
 
-def _held_out_cases(model, specs, exported, given, seed: int) -> list[dict]:
-    from export.graph import all_layers
+def _held_out_cases(model, specs, exported, given, seed: int, *, stateful=False) -> list[dict]:
+    from export.graph import all_layers, state_variables, stateful_layers
 
     rng = np.random.default_rng(seed)
     layers = list(all_layers(model))
@@ -266,6 +300,9 @@ def _held_out_cases(model, specs, exported, given, seed: int) -> list[dict]:
         if given is not None:
             given_len = next((a.shape[1] for a in given.values() if a.ndim > 1), None)
         batches, lengths = [1, 3, 5], [1, given_len or 7, 40]
+    if stateful and stateful_layers(model):  # three calls each, of the state's batch
+        batch = int(state_variables(stateful_layers(model)[0])[0].shape[0])
+        batches = [batch * 3] * len(batches)
     cases = []
     for batch, length in zip(batches, lengths):
         case, valid = {}, None

@@ -56,7 +56,7 @@ def export_and_verify(
     *,
     formats=FORMATS,
     quantize=(None,),
-    batch_size: int = 1,
+    batch_size: int | None = None,
     seq_len: int | None = None,
     inputs=None,
     metadata: dict | None = None,
@@ -69,7 +69,7 @@ def export_and_verify(
     Args:
         quantize: TFLite variants to write: None (float32), "dynamic", "float16", "int8".
             int8 calibrates on `inputs`, which it then needs.
-        batch_size: the TFLite batch (default 1).
+        batch_size: the TFLite batch (default 1, or a stateful model's own batch).
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
         form: the TFLite time-loop form (`export.tflite.choose_form`).

@@ -21,6 +21,22 @@ TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metad
 FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop got}
 MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"
 MAX_TRANSLATION_LENGTH = 1000  # target words a translator writes at most (metadata bound)
+# A model with stateful=True layers keeps their state from one call to the next. A .tflite
+# file keeps it in resource variables inside the file (its "reset" signature zeroes them); an
+# .onnx file, which holds nothing between runs, takes it as inputs state_0, state_1, ... and
+# returns next_state_0, ... ; `STATEFUL_METADATA` lists them, JSON [[label, units], ...].
+STATEFUL_METADATA = "stateful_states"
+RESET_SIGNATURE = "reset"
+
+
+def state_input_name(index: int) -> str:
+    """The name of a file's `index`-th state input (step models, stateful ONNX files)."""
+    return f"state_{index}"
+
+
+def state_output_name(index: int) -> str:
+    """The name of a file's `index`-th next-state output."""
+    return f"next_state_{index}"
 
 
 _ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
@@ -65,8 +81,16 @@ class TFLiteModel:
             ) from error
         self.metadata = _tflite_metadata(self.content, self.path)
         signatures = self._interpreter.get_signature_list()
-        if signatures:  # named inputs and outputs (step models and newer exports)
-            runner = self._interpreter.get_signature_runner(next(iter(signatures)))
+        self.state_layout = _state_layout(self.metadata, self.path)
+        if self.state_layout and RESET_SIGNATURE not in signatures:
+            raise ModelFileError(f"{str(self.path)!r} lists stateful layers in its metadata "
+                                 f"but has no {RESET_SIGNATURE!r} signature to reset them.")
+        serving = [key for key in signatures if key != RESET_SIGNATURE or not self.state_layout]
+        if serving:  # named inputs and outputs (step models and newer exports)
+            runner = self._interpreter.get_signature_runner(serving[0])
+            # (a runner kept alive forbids the interpreter's own invoke(): kept only where
+            # the file has several signatures and is run through it)
+            self._runner = runner if self.state_layout else None
             self._inputs = dict(runner.get_input_details())
             self._outputs = dict(runner.get_output_details())
         else:
@@ -79,6 +103,8 @@ class TFLiteModel:
         # A fused LSTM keeps its state in variable tensors across invoke() calls: reset them
         # before each run so every call starts from zero state, as the Keras model does.
         self._stateful = _has_variable_tensors(self.content)
+        # (the state of stateful=True layers lives in resource variables, which that reset
+        # leaves alone: it is carried from call to call until reset_states())
         self.inputs = {name: (tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]))
                        for name, detail in self._inputs.items()}
         self.output_names = list(self._outputs)
@@ -88,6 +114,10 @@ class TFLiteModel:
     def run(self, inputs) -> np.ndarray:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
+        if self.state_layout:
+            name = next(name for name, detail in self._inputs.items() if detail is self._input)
+            return self.run_named({name: inputs}, check=False)[
+                next(name for name, detail in self._outputs.items() if detail is self._output)]
         if self._stateful:
             self._interpreter.reset_all_variables()
         self._interpreter.set_tensor(self._input["index"], inputs)
@@ -97,6 +127,13 @@ class TFLiteModel:
 
     def run_named(self, feeds: dict, *, check: bool = True) -> dict:
         """Runs a file with several named inputs; returns every output by name."""
+        if self.state_layout:  # several signatures: through the serving one's runner
+            if check:
+                feeds = {name: _feed(feeds, name, self.inputs[name], self.path)
+                         for name in self._inputs}
+            with _runtime_errors(self.path):
+                results = self._runner(**{name: feeds[name] for name in self._inputs})
+            return {name: np.array(results[name]) for name in self._outputs}
         set_tensor = self._interpreter.set_tensor
         for name, detail in self._inputs.items():
             value = _feed(feeds, name, self.inputs[name], self.path) if check else feeds[name]
@@ -108,6 +145,22 @@ class TFLiteModel:
         get_tensor = self._interpreter.get_tensor
         return {name: np.array(get_tensor(detail["index"]))
                 for name, detail in self._outputs.items()}
+
+    @property
+    def stateful(self) -> bool:
+        """True for a model with stateful=True layers: each run continues from the state the
+        previous one left (per batch row), as the Keras model does, until `reset_states()`."""
+        return bool(self.state_layout)
+
+    def reset_states(self) -> None:
+        """Zeroes the stateful layers' state (Keras's `layer.reset_state()`): runs the file's
+        "reset" signature with zeros, which any LiteRT interpreter can do the same way."""
+        if self.state_layout:
+            runner = self._interpreter.get_signature_runner(RESET_SIGNATURE)
+            zeros = {name: np.zeros(detail["shape"], detail["dtype"])
+                     for name, detail in runner.get_input_details().items()}
+            with _runtime_errors(self.path):
+                runner(**zeros)
 
     @property
     def quantized(self) -> bool:
@@ -153,15 +206,40 @@ class ONNXModel:
                         np.dtype(_ONNX_TYPES.get(item.type, np.float32)))
             for item in self._session.get_inputs()
         }
+        # the stateful layers' state: carried here from run to run, as LiteRT carries it
+        self.state_layout = _state_layout(self.metadata, self.path)
+        self._state_names = [state_input_name(i) for i in range(len(self.state_layout))]
+        self._next_names = [state_output_name(i) for i in range(len(self.state_layout))]
+        missing = [name for name in self._state_names if name not in self.inputs]
+        if missing:
+            raise ModelFileError(f"{str(self.path)!r} lists {len(self.state_layout)} states in "
+                                 f"its metadata but has no inputs {missing}.")
+        self._states = None
+        for name in self._state_names:
+            del self.inputs[name]
         self._input_name = MAIN_INPUT if MAIN_INPUT in self.inputs else next(iter(self.inputs))
         self.input_shape, self.input_dtype = self.inputs[self._input_name]
-        self.output_names = [item.name for item in self._session.get_outputs()]
+        self.output_names = [item.name for item in self._session.get_outputs()
+                             if item.name not in self._next_names]
         self.output_shapes = {item.name: tuple(d if isinstance(d, int) else None for d in item.shape)
                               for item in self._session.get_outputs()}
+
+    @property
+    def stateful(self) -> bool:
+        """True for a model with stateful=True layers: each run continues from the state the
+        previous one left (per batch row), as the Keras model does, until `reset_states()`.
+        The file itself takes the state as inputs `state_N` and returns `next_state_N`."""
+        return bool(self.state_layout)
+
+    def reset_states(self) -> None:
+        """Zeroes the stateful layers' state (Keras's `layer.reset_state()`)."""
+        self._states = None
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch of any size and length."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
+        if self.state_layout:
+            return self.run_named({self._input_name: inputs}, check=False)[self.output_names[0]]
         with _runtime_errors(self.path):
             return self._session.run(None, {self._input_name: inputs})[0]
 
@@ -169,8 +247,43 @@ class ONNXModel:
         """Runs a file with several named inputs; returns every output by name."""
         if check:
             feeds = {name: _feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
+        if not self.state_layout:
+            with _runtime_errors(self.path):
+                return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
+        batch = len(next(iter(feeds.values())))
+        if self._states is None:
+            self._states = [np.zeros((batch, units), np.float32) for _, units in self.state_layout]
+        elif len(self._states[0]) != batch:
+            raise ValueError(
+                f"{self.path.name} is stateful and carries the state of {len(self._states[0])} "
+                f"rows; got a batch of {batch}. Feed the same batch size on every call, or call "
+                "reset_states() first.")
+        feeds = {**feeds, **dict(zip(self._state_names, self._states))}
         with _runtime_errors(self.path):
-            return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
+            results = self._session.run(self.output_names + self._next_names, feeds)
+        self._states = results[len(self.output_names):]
+        return dict(zip(self.output_names, results))
+
+
+def _state_layout(metadata: dict, path) -> list:
+    """The `STATEFUL_METADATA` field: `[(label, units), ...]`, empty for a stateless file."""
+    text = metadata.get(STATEFUL_METADATA)
+    if text is None:
+        return []
+    try:
+        layout = json.loads(text)
+    except json.JSONDecodeError:
+        layout = None
+
+    def is_pair(entry):
+        return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                and isinstance(entry[1], int) and not isinstance(entry[1], bool)
+                and 0 < entry[1] <= 1 << 20)
+
+    if not isinstance(layout, list) or not layout or not all(map(is_pair, layout)):
+        raise ModelFileError(f"{str(path)!r}: metadata field {STATEFUL_METADATA!r} must be a "
+                             f"JSON list of [label, units] pairs; got {text[:80]!r}.")
+    return [(label, units) for label, units in layout]
 
 
 def load(path, *, num_threads: int = 1):
@@ -193,7 +306,7 @@ class StepModel:
         self.metadata = self.model.metadata
         self.state_names = sorted((name for name in self.model.inputs if name.startswith("state_")),
                                   key=lambda name: int(name.split("_")[1]))
-        if MAIN_INPUT not in self.model.inputs or not self.state_names:
+        if MAIN_INPUT not in self.model.inputs or not self.state_names or self.model.stateful:
             raise ModelFileError(
                 f"{str(self.path)!r} is not a step model (no 'inputs' and 'state_N' inputs): "
                 "write one with export.step.export_step."

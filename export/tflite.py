@@ -29,6 +29,7 @@ from export.graph import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
     all_layers,
+    as_list,
     check_exportable,
     clone_with,
     describe_recurrent,
@@ -37,8 +38,20 @@ from export.graph import (
     output_names,
     recurrent_forms,
     stand_in_base,
+    state_layout,
+    state_variables,
+    stateful_layers,
+    states_reset,
 )
-from export.runtime import FORMS_METADATA, TFLITE_METADATA_NAME, operator_names
+from export.runtime import (
+    FORMS_METADATA,
+    RESET_SIGNATURE,
+    STATEFUL_METADATA,
+    TFLITE_METADATA_NAME,
+    operator_names,
+    state_input_name,
+    state_output_name,
+)
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import (
     Activation,
@@ -74,7 +87,7 @@ def export_tflite(
     model,
     path,
     *,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     seq_len: int | None = None,
     quantize: str | None = None,
     representative_data=None,
@@ -86,7 +99,8 @@ def export_tflite(
     Args:
         model: a built Keras model of the supported layers (see `keras_rnn.structure`).
         path: the `.tflite` file to write; written atomically (no partial file on failure).
-        batch_size: the fixed batch of the exported input (default 1).
+        batch_size: the fixed batch of the exported input: by default 1, or the model's own
+            batch when it has stateful layers (their state is one row per batch row).
         seq_len: the fixed number of steps; defaults to the model's own time length, and is
             required when the model accepts any length; a dict by input name for a model
             whose inputs have different lengths.
@@ -102,6 +116,13 @@ def export_tflite(
     Returns:
         The written path. The file's input is `(batch_size, seq_len, features)` float32 or
         `(batch_size, seq_len)` int32 ids.
+
+    A model with `stateful=True` layers gets a file that keeps their state between calls in
+    resource variables, as Keras keeps it between calls of the model: it starts from zeros
+    (a reset state, whatever the Keras model holds at export). Its "reset" signature sets the
+    state to its inputs `state_0`, `state_1`, ... (the layout is in the `stateful_states`
+    metadata): zeros reset it as `layer.reset_state()` does in Keras
+    (`export.runtime`'s `reset_states()` does that).
     """
     path = check_writable(path, suffix=".tflite")
     data = build_tflite(
@@ -119,7 +140,7 @@ def export_tflite(
 def build_tflite(
     model,
     *,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     seq_len: int | None = None,
     quantize: str | None = None,
     representative_data=None,
@@ -129,9 +150,14 @@ def build_tflite(
     """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
     if quantize not in QUANTIZE:
         raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     check_exportable(model)
+    stateful = stateful_layers(model)
+    batch_size = _batch_size(batch_size, stateful)
+    if form == "fused" and stateful:
+        raise ValueError(
+            f"form='fused' cannot keep the state of the stateful layers "
+            f"{[layer.name for layer in stateful]} (the tf-keras rebuild it needs drops it): use "
+            "'unrolled' or 'while'.")
     specs = input_specs(model)
     recurrent = [description for description in map(describe_recurrent, all_layers(model))
                  if description is not None]
@@ -160,11 +186,16 @@ def build_tflite(
             "quantize='int8' needs representative_data: a few inputs shaped like the model's "
             "(the training data is a good choice) to calibrate the integer ranges."
         )
-    calibration = (_calibration_batches(fixed, representative_data, batch_size)
+    calibration = (_calibration_batches(fixed, representative_data, batch_size,
+                                        signature="serve" if stateful else None)
                    if quantize == "int8" else None)
     layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
-    if form == "fused":
+    if stateful:
+        graph = clone_with(model, unrolled_stand_in) if form == "unrolled" else model
+        converter = _stateful_converter(graph, model, [
+            tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed])
+    elif form == "fused":
         structure = read_model(model)  # the tf-keras rebuild takes single chains
         converter = tf.lite.TFLiteConverter.from_keras_model(
             _fixed_shape_model(model, structure, batch_size, seq_len))
@@ -197,17 +228,75 @@ def build_tflite(
     if quantize == "int8":
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = calibration
-    flatbuffer = _convert(converter, layer_names)
+    with states_reset(model):  # the file starts from a reset state
+        flatbuffer = _convert(converter, layer_names)
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
         raise TFLiteConversionError(
             "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
             "only): use form='unrolled' or form='while'."
         )
     forms = recurrent_forms(model, FORM_NAMES[form])
-    return add_metadata(flatbuffer, {**(metadata or {}), FORMS_METADATA: json.dumps(forms)},
+    metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
+    if stateful:
+        # (every stateful layer's state lives in the file; the layout lists the built-in ones)
+        metadata[STATEFUL_METADATA] = json.dumps(state_layout(model, every=True))
+    return add_metadata(flatbuffer, metadata,
                         # the tf-keras rebuild names its tensors after its own layers
                         signature_names=(SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME)
                         if form == "fused" else None)
+
+
+def _batch_size(batch_size, stateful) -> int:
+    """The file's fixed batch: a stateful model's own (its state has one row per batch row)."""
+    own = int(state_variables(stateful[0])[0].shape[0]) if stateful else None
+    if batch_size is None:
+        return own or 1
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    if own is not None and batch_size != own:
+        raise ValueError(
+            f"`batch_size` is {batch_size} but the stateful layers "
+            f"{[layer.name for layer in stateful]} keep a state for batches of {own}: export "
+            f"with batch_size={own} (or leave it out).")
+    return batch_size
+
+
+def _stateful_converter(graph, model, signature):
+    """The converter for a model with stateful layers: the state variables stay variables
+    (READ_VARIABLE/ASSIGN_VARIABLE, builtins), read at the start of a call and assigned at
+    its end, so LiteRT carries them from one invoke to the next as Keras does; a "reset"
+    signature sets them (to zeros, or to a state kept earlier). The weights are not frozen
+    here (that would freeze the state with them): the converter freezes every variable that
+    is only read."""
+    import tensorflow as tf
+
+    names = output_names(model)
+    variables = [variable for layer in stateful_layers(model)
+                 for variable in state_variables(layer)]
+
+    def serve(*inputs):
+        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return dict(zip(names, as_list(results)))
+
+    def reset(*states):
+        for variable, state in zip(variables, states):
+            variable.assign(state)
+        return {state_output_name(index): variable.value.read_value()
+                for index, variable in enumerate(variables)}
+
+    reset.__name__ = RESET_SIGNATURE  # the converter names each signature after its function
+
+    holder = tf.Module()  # owns every variable, so the converter can freeze or keep each
+    # (Keras does not list a layer's state variables among the model's variables)
+    holder.variables_ = [variable.value for variable in list(model.variables) + variables]
+    holder.serve = tf.function(serve, input_signature=signature, autograph=False)
+    # "reset" sets the state to its inputs: zeros to reset, as layer.reset_state() does, or a
+    # state saved earlier (LiteRT's own interpreter refuses a signature without inputs)
+    holder.reset = tf.function(reset, autograph=False, input_signature=[
+        tf.TensorSpec(variable.shape, variable.dtype, name=state_input_name(index))
+        for index, variable in enumerate(variables)])
+    return tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.serve.get_concrete_function(), holder.reset.get_concrete_function()], holder)
 
 
 def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
@@ -355,7 +444,7 @@ def _check_activation_size(fixed, recurrent, batch_size: int, seq_len) -> None:
             "run the file several times) or a streaming step model (export.step).")
 
 
-def _calibration_batches(fixed, data, batch_size: int):
+def _calibration_batches(fixed, data, batch_size: int, signature=None):
     """Checks the int8 calibration data (an array for one input; a list in input order or a
     dict by input name for several), then yields it in the file's fixed batches. Every check
     runs before conversion: the converter's calibrator ends the whole process (segfault) on
@@ -410,7 +499,7 @@ def _calibration_batches(fixed, data, batch_size: int):
                 if len(chunk) < batch_size:  # repeat rows to fill the fixed batch
                     chunk = np.resize(chunk, (batch_size,) + chunk.shape[1:])
                 chunks[name] = chunk
-            yield chunks
+            yield chunks if signature is None else (signature, chunks)
 
     return batches
 
@@ -571,8 +660,19 @@ def _unrolled_class():
         recurrent matmul and element-wise builtins; a SELECT per step where a mask is."""
 
         def call(self, inputs, mask=None, initial_state=None, training=None):
-            return run_recurrent(self.description, self.with_known_shape(inputs), mask,
-                                 initial_state, self.return_state)
+            inputs = self.with_known_shape(inputs)
+            states = self.kept_states()
+            if not states:
+                return run_recurrent(self.description, inputs, mask, initial_state,
+                                     self.return_state)
+            # stateful=True: start from the kept state (unless given one, as Keras does) and
+            # keep the final state for the next call
+            if initial_state is None:
+                initial_state = [variable.value for variable in states]
+            results = run_recurrent(self.description, inputs, mask, initial_state, True)
+            for variable, state in zip(states, results[1:]):
+                variable.assign(state)
+            return results if self.return_state else results[0]
 
     return UnrolledRecurrent
 

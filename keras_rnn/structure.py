@@ -54,6 +54,7 @@ class Recurrent:
     return_sequences: bool
     go_backwards: bool
     zero_output_for_mask: bool  # masked steps output zeros instead of the previous output
+    stateful: bool = False  # the final state is kept for the next call (Keras stateful=True)
 
     @property
     def input_dim(self) -> int:
@@ -318,13 +319,6 @@ def _describe_recurrent(layer) -> Recurrent:
             f"Unsupported recurrent layer {layer.name!r} of type {type(layer).__name__}; "
             "supported: SimpleRNN, LSTM, GRU and keras.layers.RNN over their cells."
         )
-    if layer.stateful:
-        raise UnsupportedModelError(
-            f"Layer {layer.name!r} is stateful=True: an exported file cannot carry its state "
-            "between calls, and freezing the current state into constants would be silently "
-            "wrong. Rebuild the model with stateful=False and copy the weights, or export the "
-            "streaming step model, which takes and returns the state explicitly."
-        )
     cell = layer.cell
     activation = _activation_name(cell.activation)
     _check_activation(layer.name, activation, RNN_ACTIVATIONS)
@@ -355,4 +349,5 @@ def _describe_recurrent(layer) -> Recurrent:
         return_sequences=bool(layer.return_sequences),
         go_backwards=bool(layer.go_backwards),
         zero_output_for_mask=bool(layer.zero_output_for_mask),
+        stateful=bool(layer.stateful),
     )

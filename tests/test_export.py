@@ -196,20 +196,6 @@ def test_unsupported_layer_names_it_and_writes_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_stateful_layer_is_refused(tmp_path):
-    import keras
-
-    model = keras.Sequential([keras.Input((5, 3), batch_size=1),
-                              keras.layers.GRU(3, stateful=True, return_sequences=True,
-                                               name="streaming"),
-                              keras.layers.LSTM(2, stateful=True, name="also")])
-    for exporter, name in ((export_onnx, "m.onnx"), (export_tflite, "m.tflite")):
-        # every blocker named, not only the first
-        with pytest.raises(UnsupportedModelError, match=r"\['streaming', 'also'\] are stateful"):
-            exporter(model, tmp_path / name)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_flex_ops_are_detected_by_reading_the_flatbuffer(tmp_path):
     """Keras's own LiteRT export of a dynamic-length LSTM carries Flex TensorList ops, which
     the standalone interpreter refuses; our flatbuffer check must name and refuse them."""
@@ -405,12 +391,14 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
 
     import keras
 
-    unsupported = keras.Sequential([keras.Input((4, 3), batch_size=1),
-                                    keras.layers.GRU(2, stateful=True, name="streaming")])
-    unsupported.save(tmp_path / "conv.keras")
-    refused = _cli(tmp_path / "conv.keras", "--out", tmp_path / "o3", cwd=ROOT)
-    assert refused.returncode == 2 and "['streaming'] are stateful=True" in refused.stderr
-    assert not any((tmp_path / "o3").glob("*.tflite")) and not any((tmp_path / "o3").glob("*.onnx"))
+    # a stateful model: exported and verified call after call (batch from the model)
+    stateful = keras.Sequential([keras.Input((4, 3), batch_size=2),
+                                 keras.layers.GRU(2, stateful=True, name="streaming")])
+    stateful.save(tmp_path / "stateful.keras")
+    done = _cli(tmp_path / "stateful.keras", "--out", tmp_path / "o3", "--verify", cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.count("PASS") == 2, done.stdout + done.stderr
+    assert sorted(p.name for p in (tmp_path / "o3").iterdir()) == [
+        "stateful.onnx", "stateful.tflite"]
 
 
 # -- TFLite time-loop forms ----------------------------------------------------------------------

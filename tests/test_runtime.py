@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from export import export_onnx, export_tflite, vocabulary_metadata
-from export.runtime import ModelFileError, StepModel, generate, load
+from export.runtime import STATEFUL_METADATA, ModelFileError, StepModel, generate, load
 from export.step import export_step
 from keras_rnn import Vocabulary, build_model
 
@@ -88,6 +88,19 @@ def test_a_vocabulary_of_the_wrong_size_is_refused(tmp_path, model):
                        metadata=vocabulary_metadata(Vocabulary.from_texts("hi")))  # 2 symbols
     with pytest.raises(ModelFileError, match="5 units but the 'vocabulary' .* has 2 symbols"):
         generate(path, "h", 3)
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("[]", "list of \\[label, units\\] pairs"),
+    ('[["gru/h", -4]]', "list of \\[label, units\\] pairs"),
+    ('[["gru/h", true]]', "list of \\[label, units\\] pairs"),
+    ('{"gru/h": 4}', "list of \\[label, units\\] pairs"),
+    ('[["gru/h", 4]]', "has no inputs \\['state_0'\\]"),  # well formed, but no such input
+])
+def test_a_bad_stateful_layout_is_refused_at_load(tmp_path, model, layout, message):
+    path = _onnx_with(tmp_path, model, {STATEFUL_METADATA: layout})
+    with pytest.raises(ModelFileError, match=message):
+        load(path)
 
 
 def test_onnx_metadata_values_are_read_as_strings_only(tmp_path, model):

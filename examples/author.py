@@ -12,7 +12,7 @@ import argparse
 import numpy as np
 
 from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
+from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -43,6 +43,8 @@ def run(cell: str, *, epochs: int = EPOCHS, verbose: bool = True) -> dict:
                         num_layers=LAYERS, dropout=DROPOUT, mask_zero=True,
                         return_sequences=False, output_size=2, seq_len=datasets.AUTHOR_LENGTH,
                         name=f"author_{cell}")
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
 
     def report(step, loss, predictions):
         if verbose and step % 5 == 0:
@@ -63,10 +65,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=CELLS, help="one cell (default: all three)")
     parser.add_argument("--export", metavar="DIR", help="export to TFLite and ONNX in DIR")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as "
+                        "DIR/NAME.keras (then: python -m export DIR/NAME.keras)")
     args = parser.parse_args()
     rows, parity_rows = [], []
     for cell in [args.cell] if args.cell else CELLS:
         result = run(cell)
+        if args.save:
+            save_model(result["model"], args.save)
         rows.append((cell, EPOCHS, f"{result['accuracy']:.0%}"))
         if args.export:
             parity_rows += export_lecture_model(result, args.export, f"author_{cell}",

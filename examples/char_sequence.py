@@ -11,7 +11,7 @@ Run:  python examples/char_sequence.py [--cell gru] [--export out/]
 import argparse
 
 from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
+from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
 from keras_rnn.sample import decode_predictions
 
 ## Setup
@@ -53,6 +53,8 @@ def run(cell: str, *, steps: int = STEPS, verbose: bool = True) -> dict:
     model = build_model(cell=cell, input_size=len(vocabulary), hidden_size=HIDDEN,
                         output_size=len(vocabulary), seq_len=x.shape[1],
                         name=f"char_sequence_{cell}")
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
     report, state = _trainer(vocabulary, cell, steps, verbose, report_every=5)
     train(model, x, y, epochs=steps, learning_rate=LEARNING_RATE, report=report)
     prediction = decode_predictions(vocabulary, model.predict_on_batch(x))[0]
@@ -79,10 +81,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", choices=CELLS, help="one cell (default: all three)")
     parser.add_argument("--export", metavar="DIR", help="export to TFLite and ONNX in DIR")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as "
+                        "DIR/NAME.keras (then: python -m export DIR/NAME.keras)")
     args = parser.parse_args()
     rows, parity_rows = [], []
     for cell in [args.cell] if args.cell else CELLS:
         result = run(cell)
+        if args.save:
+            save_model(result["model"], args.save)
         rows.append((cell, STEPS, repr(result["prediction"]), result["first_correct"] or "never"))
         if args.export:
             parity_rows += export_lecture_model(result, args.export, f"char_sequence_{cell}",

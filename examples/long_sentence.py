@@ -15,7 +15,7 @@ import argparse
 import numpy as np
 
 from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
+from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
 from keras_rnn.sample import decode_predictions
 
 ## Setup
@@ -58,6 +58,8 @@ def run(cell: str, *, steps: int = STEPS, verbose: bool = True) -> dict:
     model = build_model(cell=cell, input_size=len(vocabulary), hidden_size=HIDDEN,
                         num_layers=LAYERS, output_size=len(vocabulary), seq_len=WINDOW,
                         name=f"long_sentence_{cell}")
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
     state = {"first_correct": None}
 
     def report(step, loss, predictions):
@@ -81,10 +83,14 @@ def main():
     parser.add_argument("--cell", choices=CELLS, help="one cell (default: all three)")
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--export", metavar="DIR", help="export to TFLite and ONNX in DIR")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as "
+                        "DIR/NAME.keras (then: python -m export DIR/NAME.keras)")
     args = parser.parse_args()
     rows, parity_rows = [], []
     for cell in [args.cell] if args.cell else CELLS:
         result = run(cell, steps=args.steps)
+        if args.save:
+            save_model(result["model"], args.save)
         rows.append((cell, args.steps, result["reconstructed"][0],
                      wrong_characters(result["reconstructed"]), result["first_correct"] or "never"))
         if args.export:

@@ -13,7 +13,7 @@ Run:  python examples/pos_tagging.py [--cell gru] [--bidirectional] [--export ou
 import argparse
 
 from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
+from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -49,6 +49,8 @@ def run(cell: str, *, bidirectional: bool = False, epochs: int = EPOCHS,
     model = build_model(cell=cell, inputs="ids", input_size=len(words), hidden_size=HIDDEN,
                         mask_zero=True, bidirectional=bidirectional, output_size=len(tags),
                         seq_len=datasets.POS_LENGTH, name=name)
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
     real = x != words.pad_id
 
     def report(step, loss, predictions):
@@ -74,10 +76,14 @@ def main():
     parser.add_argument("--bidirectional", action="store_true",
                         help="Bidirectional RNN (lab 12-6)")
     parser.add_argument("--export", metavar="DIR", help="export to TFLite and ONNX in DIR")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as "
+                        "DIR/NAME.keras (then: python -m export DIR/NAME.keras)")
     args = parser.parse_args()
     rows, parity_rows = [], []
     for cell in [args.cell] if args.cell else CELLS:
         result = run(cell, bidirectional=args.bidirectional)
+        if args.save:
+            save_model(result["model"], args.save)
         rows.append((result["model"].name, EPOCHS,
                      f"{result['correct']}/{result['total']}", result["predicted"][2]))
         if args.export:

@@ -11,11 +11,15 @@ map of the attention weights (PNG; Korean set in NanumGothic, the font the
 `koreanize-matplotlib` package installs with the requirements).
 `--export DIR`: the encoder and the decoder step to TFLite and ONNX, then the same four
 sentences translated from those files alone (no TensorFlow), compared word for word.
+`--save DIR`: each trained model as `DIR/<name>.keras`; the vocabularies travel inside it, so
+`keras.saving.load_model` (after `import keras_rnn.seq2seq`) gives a model that translates,
+shows its attention and exports (`export.seq2seq.export_translator`) with nothing else.
 
 A word outside the English vocabulary is an error that names it (the vocabulary has no
 `<unk>`: a translator that silently drops words would hide the problem).
 
-Run:  python examples/seq2seq.py [--cell lstm] [--attention] [--export out/] [--plot-dir out/]
+Run:  python examples/seq2seq.py [--cell lstm] [--attention] [--export out/] [--save models/]
+      [--plot-dir out/]
 """
 
 import argparse
@@ -23,7 +27,7 @@ import io
 from pathlib import Path
 
 from export._files import write_atomic
-from keras_rnn import datasets, seed_everything, train
+from keras_rnn import datasets, save_model, seed_everything, train
 from keras_rnn.seq2seq import attention_weights, build_seq2seq, translate, translation_data
 from keras_rnn.table import format_table
 
@@ -42,9 +46,10 @@ def run(cell: str, *, attention: bool = False, epochs: int | None = None,
         verbose: bool = True) -> dict:
     data = translation_data(datasets.TRANSLATION_PAIRS)
     seed_everything(SEED)
-    model = build_seq2seq(cell, len(data.source), len(data.target),
-                          embedding_dim=EMBEDDING_DIM, units=UNITS[attention],
+    model = build_seq2seq(cell, data, embedding_dim=EMBEDDING_DIM, units=UNITS[attention],
                           attention=attention)
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
     real = data.decoder_targets != 0
     epochs = epochs or EPOCHS[attention]
 
@@ -56,7 +61,7 @@ def run(cell: str, *, attention: bool = False, epochs: int | None = None,
 
     train(model, [data.source_ids, data.decoder_inputs], data.decoder_targets, epochs=epochs,
           learning_rate=LEARNING_RATE, report=report, report_every=epochs // 5)
-    translations = {source: translate(model, data, source)
+    translations = {source: translate(model, source)
                     for source, _ in datasets.TRANSLATION_PAIRS}
     exact = sum(" ".join(translations[source]) == f"{target} <eos>"
                 for source, target in datasets.TRANSLATION_PAIRS)
@@ -109,7 +114,7 @@ def plot_attention(weights, source_words, target_words, path) -> Path:
 def heat_map(result: dict, sentence: str, path) -> Path:
     """The heat map of what the attention model looked at while translating `sentence`."""
     data, words = result["data"], result["translations"][sentence]
-    weights = attention_weights(result["model"], data, sentence, words[:-1])
+    weights = attention_weights(result["model"], sentence, words[:-1])
     return plot_attention(weights, data.source.split(sentence), words, path)
 
 
@@ -121,11 +126,11 @@ def decode_exported(result: dict, directory) -> list:
     from export.seq2seq import export_translator
 
     name = result["model"].name
-    export_translator(result["model"], result["data"], directory, name)
+    Path(directory).mkdir(parents=True, exist_ok=True)
     rows = []
     for fmt in ("tflite", "onnx"):
-        translator = Translator(Path(directory) / f"{name}.encoder.{fmt}",
-                                Path(directory) / f"{name}.decoder.{fmt}")
+        translator = Translator(*export_translator(result["model"],
+                                                   Path(directory) / f"{name}.{fmt}"))
         for source, keras_words in result["translations"].items():
             words = translator.translate(source)
             rows.append((name, fmt, source, " ".join(words), words == keras_words))
@@ -138,12 +143,15 @@ def main():
     parser.add_argument("--attention", action="store_true", help="additive attention + heat map")
     parser.add_argument("--export", metavar="DIR", help="export encoder and decoder step to "
                         "TFLite and ONNX in DIR and translate from the files")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as DIR/NAME.keras")
     parser.add_argument("--plot-dir", default="out", help="where the attention heat maps go")
     parser.add_argument("--translate", metavar="SENTENCE", help="also translate this sentence")
     args = parser.parse_args()
     rows, exported = [], []
     for cell in [args.cell] if args.cell else CELLS:
         result = run(cell, attention=args.attention)
+        if args.save:
+            save_model(result["model"], args.save)
         first = datasets.TRANSLATION_PAIRS[0][0]
         plot = "-"
         if args.attention:
@@ -155,7 +163,7 @@ def main():
         if args.translate:
             try:
                 print(f"{args.translate!r} -> "
-                      f"{' '.join(translate(result['model'], result['data'], args.translate))}")
+                      f"{' '.join(translate(result['model'], args.translate))}")
             except ValueError as error:
                 raise SystemExit(f"error: {error}") from None
         if args.export:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import build_model, datasets, seed_everything, train
+from keras_rnn import build_model, datasets, save_model, seed_everything, train
 
 ## Setup
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -51,6 +51,8 @@ def run(cell: str, *, csv=None, steps: int = STEPS, plot_dir=None, verbose: bool
     model = build_model(cell=cell, input_size=x_train.shape[2], hidden_size=HIDDEN,
                         return_sequences=False, output_size=1, output_activation="linear",
                         seq_len=WINDOW, name=f"time_series_{cell}")
+    if verbose:
+        model.summary()  # the layers and shapes the lecture shows
 
     def report(step, loss, predictions):
         if verbose:
@@ -102,11 +104,15 @@ def main():
     parser.add_argument("--csv", help="a stock CSV in the lecture's format")
     parser.add_argument("--plot-dir", default="out", help="where the PNG plots go")
     parser.add_argument("--export", metavar="DIR", help="export to TFLite and ONNX in DIR")
+    parser.add_argument("--save", metavar="DIR", help="save each trained model as "
+                        "DIR/NAME.keras (then: python -m export DIR/NAME.keras)")
     args = parser.parse_args()
     rows, parity_rows = [], []
     for cell in [args.cell] if args.cell else CELLS:
         try:
             result = run(cell, csv=args.csv, plot_dir=args.plot_dir)
+            if args.save:
+                save_model(result["model"], args.save)
         except ValueError as error:
             raise SystemExit(f"error: {error}") from None
         rows.append((cell, STEPS, f"{result['train_mse']:.5f}", f"{result['test_rmse']:.4f}",

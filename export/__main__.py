@@ -162,6 +162,8 @@ def _load_model(model_path: Path, *, trust_python_layers: bool):
     load_tensorflow()
     import keras
 
+    import keras_rnn.seq2seq  # noqa: F401  (registers the translators' VocabularyEmbedding)
+
     if not zipfile.is_zipfile(model_path):
         raise ValueError(f"{str(model_path)!r} is not a .keras archive (a zip file written by "
                          "model.save('m.keras')); it may be corrupt or truncated.")

@@ -10,7 +10,8 @@ attention, the three encoder tensors) -> `outputs` (next-word probabilities),
 
 TFLite files have a fixed batch of 1 and a fixed source length (the longest training sentence
 unless `source_len` says otherwise; shorter sentences are padded and masked). ONNX files take
-any batch and length. The vocabularies travel in the files' metadata.
+any batch and length. The vocabularies, which the Keras model carries (see
+`keras_rnn.seq2seq.vocabularies`), travel in the files' metadata.
 """
 
 from __future__ import annotations
@@ -78,48 +79,53 @@ def read_translator(model) -> TranslatorParts:
                       describe_layer(layers["encoder"]), structure, attention)
 
 
-def export_translator(model, data, directory, name: str, *, formats=("tflite", "onnx"),
-                      source_len: int | None = None) -> list[Path]:
-    """Writes `name.encoder.{fmt}` and `name.decoder.{fmt}` for each format in `directory`.
+def export_translator(model, path, *, source_len: int | None = None) -> list[Path]:
+    """Writes the encoder and the decoder step of a translator, in the format of `path`'s
+    suffix: `t.tflite` -> `t.encoder.tflite` and `t.decoder.tflite` (`.onnx` alike).
 
     Args:
-        model: a trained `build_seq2seq` model.
-        data: its `keras_rnn.seq2seq.TranslationData` (the vocabularies).
+        model: a trained `keras_rnn.seq2seq.build_seq2seq` model, or one loaded from a
+            `.keras` file: the vocabularies travel in it.
         source_len: the TFLite encoder's fixed number of source words (default: the longest
             training sentence).
 
     Returns:
-        The written paths. A failed export removes the files this call already wrote.
+        `[encoder path, decoder path]`. A failed export removes what this call wrote.
     """
     from export.onnx import DEFAULT_OPSET
-    from export.pipeline import check_formats
     from export.step import step_onnx, step_tflite, with_states
+    from keras_rnn.seq2seq import vocabularies
 
-    check_formats(formats)
+    path = Path(path)
+    if path.suffix not in (".tflite", ".onnx"):
+        raise ValueError(f"Translator path {str(path)!r} must end in .tflite or .onnx "
+                         "(the format of both files).")
+    try:
+        source, target, longest_source, most_words = vocabularies(model)
+    except ValueError as error:
+        raise UnsupportedModelError(str(error)) from None
     parts = read_translator(model)
-    source_len = source_len or data.source_ids.shape[1]
+    source_len = source_len or longest_source
     metadata = with_states(parts.decoder_structure, {
-        "source_vocabulary": data.source.to_json(),
-        "vocabulary": data.target.to_json(),
-        "max_length": str(data.max_length),
+        "source_vocabulary": source.to_json(),
+        "vocabulary": target.to_json(),
+        "max_length": str(most_words),
     })
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    stem = path.name[:-len(path.suffix)]
+    encoder_path = check_writable(path.with_name(f"{stem}.encoder{path.suffix}"), suffix=path.suffix)
+    decoder_path = check_writable(path.with_name(f"{stem}.decoder{path.suffix}"), suffix=path.suffix)
+    if path.suffix == ".tflite":
+        encoder = _encoder_tflite(parts, source_len, metadata)
+        decoder = step_tflite(parts.decoder_structure, batch_size=1, metadata=metadata,
+                              attention=parts.attention, source_len=source_len)
+    else:
+        encoder = _encoder_onnx(parts, DEFAULT_OPSET, metadata).SerializeToString()
+        decoder = step_onnx(parts.decoder_structure, name=f"{stem}_decoder_step",
+                            opset=DEFAULT_OPSET, metadata=metadata,
+                            attention=parts.attention).SerializeToString()
     with removed_on_failure() as written:
-        for fmt in formats:
-            encoder_path = check_writable(directory / f"{name}.encoder.{fmt}", suffix=f".{fmt}")
-            decoder_path = check_writable(directory / f"{name}.decoder.{fmt}", suffix=f".{fmt}")
-            if fmt == "tflite":
-                encoder = _encoder_tflite(parts, source_len, metadata)
-                decoder = step_tflite(parts.decoder_structure, batch_size=1, metadata=metadata,
-                                      attention=parts.attention, source_len=source_len)
-            else:
-                encoder = _encoder_onnx(parts, DEFAULT_OPSET, metadata).SerializeToString()
-                decoder = step_onnx(parts.decoder_structure, name=f"{name}_decoder_step",
-                                    opset=DEFAULT_OPSET, metadata=metadata,
-                                    attention=parts.attention).SerializeToString()
-            written.append(write_atomic(encoder_path, encoder))
-            written.append(write_atomic(decoder_path, decoder))
+        written.append(write_atomic(encoder_path, encoder))
+        written.append(write_atomic(decoder_path, decoder))
     return written
 
 

@@ -11,6 +11,7 @@ _EXPORTS = {
     "build_model": "keras_rnn.models",
     "datasets": "keras_rnn.datasets",
     "RNNConfig": "keras_rnn.models",
+    "save_model": "keras_rnn.training",
     "seed_everything": "keras_rnn.training",
     "train": "keras_rnn.training",
     "Vocabulary": "keras_rnn.vocab",

@@ -113,3 +113,14 @@ def train(
                             verbose=verbose, callbacks=all_callbacks,
                             validation_data=validation_data)
     return history.history["loss"]
+
+
+def save_model(model, directory):
+    """Saves a trained model as `directory/<model.name>.keras` (Keras's own format, which
+    `python -m export` reads) and returns the path."""
+    from pathlib import Path
+
+    path = Path(directory) / f"{model.name}.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    return path

@@ -132,3 +132,20 @@ def test_an_example_runs_as_a_learner_runs_it(tmp_path):
     assert completed.stdout.count("PASS") == 2 and "FAIL" not in completed.stdout
     assert sorted(p.name for p in tmp_path.glob("hihello_gru.*")) == [
         "hihello_gru.onnx", "hihello_gru.tflite"]
+
+
+def test_a_learner_saves_an_example_model_and_exports_it_from_the_command_line(tmp_path):
+    """The README's path: an example prints the model's summary and saves it with --save;
+    `python -m export` then exports and verifies that file."""
+    environment = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    trained = subprocess.run(
+        [sys.executable, "examples/sentiment.py", "--cell", "gru", "--save", str(tmp_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env=environment)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    assert "Total params" in trained.stdout  # model.summary(), as the lecture shows the model
+    exported = subprocess.run(
+        [sys.executable, "-m", "export", str(tmp_path / "sentiment_gru.keras"), "--out",
+         str(tmp_path / "out"), "--verify"],
+        capture_output=True, text=True, cwd=ROOT, timeout=600, env=environment)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    assert exported.stdout.count("PASS") == 2 and "FAIL" not in exported.stdout, exported.stdout

@@ -125,8 +125,8 @@ def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attent
     from keras_rnn.seq2seq import attention_weights, translate
 
     result = translators[cell, attention]
-    model, data = result["model"], result["data"]
-    paths = export_translator(model, data, tmp_path, "t")
+    model = result["model"]
+    paths = [path for fmt in FORMATS for path in export_translator(model, tmp_path / f"t.{fmt}")]
     assert sorted(p.name for p in paths) == sorted(
         f"t.{part}.{fmt}" for part in ("encoder", "decoder") for fmt in FORMATS)
     for path in paths:
@@ -136,10 +136,10 @@ def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attent
     for fmt in FORMATS:
         translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}")
         for sentence in sentences:
-            expected = translate(model, data, sentence)
+            expected = translate(model, sentence)
             assert translator.translate(sentence) == expected, (fmt, sentence)
             if attention:  # and it looked where Keras looked
-                keras_weights = attention_weights(model, data, sentence, expected[:-1])
+                keras_weights = attention_weights(model, sentence, expected[:-1])
                 words = keras_weights.shape[1]  # a TFLite encoder pads to 7: no weight there
                 np.testing.assert_allclose(translator.attention[:, :words],
                                            keras_weights[:len(translator.attention)],
@@ -154,8 +154,9 @@ def test_unknown_words_are_named(tmp_path, translators):
 
     result = translators["gru", True]
     with pytest.raises(ValueError, match=r"Unknown symbol 'sad'"):
-        translate(result["model"], result["data"], "I feel sad")
-    export_translator(result["model"], result["data"], tmp_path, "t")
+        translate(result["model"], "I feel sad")
+    for fmt in FORMATS:
+        export_translator(result["model"], tmp_path / f"t.{fmt}")
     for fmt in FORMATS:
         translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}")
         with pytest.raises(ValueError, match=r"Unknown symbol 'sad'"):
@@ -196,7 +197,7 @@ def test_translation_runs_without_tensorflow(tmp_path, translators):
     from export.seq2seq import export_translator
 
     result = translators["lstm", False]
-    export_translator(result["model"], result["data"], tmp_path, "t", formats=("tflite",))
+    export_translator(result["model"], tmp_path / "t.tflite")
     sentence = datasets.TRANSLATION_PAIRS[1][0]
     completed = subprocess.run(
         [sys.executable, "-c", TRANSLATE_SCRIPT, str(tmp_path / "t.encoder.tflite"),
@@ -206,6 +207,51 @@ def test_translation_runs_without_tensorflow(tmp_path, translators):
     text, tensorflow_loaded = completed.stdout.rstrip("\n").split("\n")
     assert tensorflow_loaded == "False"
     assert text.split() == result["translations"][sentence]
+
+
+LOAD_AND_EXPORT_SCRIPT = """
+import sys
+import keras
+import numpy as np
+import keras_rnn.seq2seq  # registers VocabularyEmbedding for load_model
+from export.runtime import Translator
+from export.seq2seq import export_translator
+from keras_rnn.seq2seq import attention_weights, translate
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[2] + "/probabilities.npy", np.asarray(model([np.load(sys.argv[2] + "/s.npy"),
+        np.load(sys.argv[2] + "/d.npy")], training=False)))
+words = translate(model, sys.argv[3])
+np.save(sys.argv[2] + "/attention.npy", attention_weights(model, sys.argv[3], words[:-1]))
+for fmt in ("tflite", "onnx"):
+    translator = Translator(*export_translator(model, sys.argv[2] + "/t." + fmt))
+    print(fmt, " ".join(translator.translate(sys.argv[3])))
+print("keras", " ".join(words))
+"""
+
+
+def test_a_saved_translator_translates_and_exports_from_the_file_alone(tmp_path, translators):
+    """`.keras` round trip in a fresh process with no TranslationData: identical outputs and
+    attention weights, and both exports translate as the trained model does."""
+    from keras_rnn.seq2seq import attention_weights, translate
+
+    result = translators["lstm", True]
+    model, data = result["model"], result["data"]
+    model.save(tmp_path / "t.keras")
+    np.save(tmp_path / "s.npy", data.source_ids)
+    np.save(tmp_path / "d.npy", data.decoder_inputs)
+    sentence = NEW_SENTENCES[0]
+    completed = subprocess.run(
+        [sys.executable, "-c", LOAD_AND_EXPORT_SCRIPT, str(tmp_path / "t.keras"), str(tmp_path),
+         sentence], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    expected = " ".join(translate(model, sentence))
+    assert completed.stdout.split("\n")[:3] == [f"tflite {expected}", f"onnx {expected}",
+                                                f"keras {expected}"], completed.stdout
+    np.testing.assert_array_equal(  # the same weights, the same graph: bit for bit
+        np.load(tmp_path / "probabilities.npy"),
+        np.asarray(model([data.source_ids, data.decoder_inputs], training=False)))
+    np.testing.assert_array_equal(np.load(tmp_path / "attention.npy"), attention_weights(
+        model, sentence, translate(model, sentence)[:-1]))
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -223,7 +269,7 @@ def test_a_translator_file_with_bad_metadata_is_refused(tmp_path, translators, k
     from export.seq2seq import export_translator
 
     result = translators["gru", False]
-    export_translator(result["model"], result["data"], tmp_path, "t", formats=("onnx",))
+    export_translator(result["model"], tmp_path / "t.onnx")
     decoder = tmp_path / "t.decoder.onnx"
     proto = onnx.load(decoder)
     for entry in proto.metadata_props:

@@ -58,7 +58,7 @@ def spread(values, unit: str, digits: int) -> str:
 def main():
     import tempfile
 
-    from keras_rnn.table import format_table
+    from export.table import format_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="fresh processes per figure")

@@ -12,11 +12,10 @@ import argparse
 
 import numpy as np
 
-from keras_rnn import datasets
-from keras_rnn.table import format_table
+from export.table import format_table
+from keras_rnn import CELLS, datasets
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 HIDDEN = 2
 SEED = 0
 

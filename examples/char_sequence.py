@@ -10,12 +10,12 @@ Run:  python examples/char_sequence.py [--cell gru] [--export out/]
 
 import argparse
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
+from lecture import export_lecture_model, print_summary
+
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, save_model, seed_everything, train
 from keras_rnn.sample import decode_predictions
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 HIDDEN = 10
 LEARNING_RATE = 0.1
 STEPS = 50

@@ -12,12 +12,12 @@ Run:  python examples/hihello.py [--cell lstm] [--export out/] [--save models/]
 import argparse
 from pathlib import Path
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything, train
+from lecture import export_lecture_model, print_summary
+
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, seed_everything, train
 from keras_rnn.sample import decode_predictions
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 LEARNING_RATE = 0.1
 STEPS = {"dense": 50, "logits": 100}
 SEED = 0

@@ -13,13 +13,12 @@ Run:  python examples/long_sentence.py [--cell gru] [--export out/]
 import argparse
 
 import numpy as np
+from lecture import export_lecture_model, print_summary
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, save_model, seed_everything, train
 from keras_rnn.sample import decode_predictions
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 WINDOW = 10
 HIDDEN = 25
 LAYERS = 2

@@ -14,12 +14,12 @@ Run:  python examples/padding.py [--cell lstm] [--export out/]
 import argparse
 
 import numpy as np
+from lecture import print_summary
 
-from export.pipeline import export_and_verify, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, seed_everything
+from export.pipeline import export_and_verify
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, seed_everything
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 HIDDEN = 30
 SEED = 0
 

@@ -12,11 +12,11 @@ Run:  python examples/pos_tagging.py [--cell gru] [--bidirectional] [--export ou
 
 import argparse
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
+from lecture import export_lecture_model, print_summary
+
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, save_model, seed_everything, train
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 HIDDEN = 10
 LEARNING_RATE = 0.1
 EPOCHS = 30

@@ -10,12 +10,11 @@ Run:  python examples/sentiment.py [--cell gru] [--export out/]
 import argparse
 
 import numpy as np
+from lecture import export_lecture_model, print_summary
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import Vocabulary, build_model, datasets, save_model, seed_everything, train
+from keras_rnn import CELLS, Vocabulary, build_model, datasets, save_model, seed_everything, train
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 HIDDEN = 10
 LEARNING_RATE = 0.01
 EPOCHS = 30

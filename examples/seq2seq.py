@@ -27,12 +27,11 @@ import io
 from pathlib import Path
 
 from export._files import write_atomic
-from keras_rnn import datasets, save_model, seed_everything, train
+from export.table import format_table
+from keras_rnn import CELLS, datasets, save_model, seed_everything, train
 from keras_rnn.seq2seq import attention_weights, build_seq2seq, translate, translation_data
-from keras_rnn.table import format_table
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 EMBEDDING_DIM = 32
 UNITS = {False: 32, True: 128}
 EPOCHS = {False: 200, True: 100}

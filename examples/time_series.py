@@ -17,12 +17,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from lecture import export_lecture_model, print_summary
 
-from export.pipeline import export_lecture_model, print_summary
-from keras_rnn import build_model, datasets, save_model, seed_everything, train
+from keras_rnn import CELLS, build_model, datasets, save_model, seed_everything, train
 
 ## Setup
-CELLS = ("simple_rnn", "lstm", "gru")
 WINDOW = 7
 HIDDEN = 10
 LEARNING_RATE = 0.01

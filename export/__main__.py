@@ -47,12 +47,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from export.pipeline import VerificationFailed, print_parity
+    from export.pipeline import VerificationFailed
 
     try:
         rows = _run(args)
     except VerificationFailed as failure:
-        print_parity(failure.rows)
+        _print_parity(failure.rows)
         print(f"error: {failure}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as error:
@@ -60,11 +60,18 @@ def main(argv=None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return 2
     if args.verify:
-        print_parity(rows)
+        _print_parity(rows)
         return 0
     for _, path in rows:
         print(f"wrote {path} ({Path(path).stat().st_size} bytes)")
     return 0
+
+
+def _print_parity(rows) -> None:
+    from export.parity import format_table
+
+    print()
+    print(format_table(rows))
 
 
 def _run(args):

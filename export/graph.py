@@ -26,7 +26,7 @@ import functools
 import numpy as np
 
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name
-from keras_rnn.structure import (
+from export.structure import (
     Bidirectional,
     UnsupportedModelError,
     describe_layer,

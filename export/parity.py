@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_rnn import table
+from export import table
 
 # ONNX Runtime's RNN/LSTM/GRU kernels and Keras both compute in float32 but sum the matmuls in
 # a different order. Measured here: at most 3.6e-7 on the lecture models (the time series

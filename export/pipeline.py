@@ -1,5 +1,7 @@
 """Export one Keras model to every requested format and verify each file: what the command
-line and the examples' `--export DIR` do."""
+line and the examples' `--export DIR` do. A library call: it prints nothing but an optional
+progress bar and raises `VerificationFailed` (not `SystemExit`) when a file fails; the
+command line and the examples print the tables."""
 
 from __future__ import annotations
 
@@ -132,34 +134,3 @@ def export_and_verify(
 def _advance(bar) -> None:
     if bar is not None:  # the bar closes its line when it reaches its target
         bar.add(1)
-
-
-def print_parity(rows) -> bool:
-    """Prints the parity table of `export_and_verify` rows; True if every file passed."""
-    from export.parity import format_table
-
-    print()
-    print(format_table(rows))
-    return all(report.passed for _, report in rows)
-
-
-def export_lecture_model(result: dict, directory, name: str, **metadata):
-    """`export_and_verify` for an example's result dict (`model`, `x`, optional `vocabulary`),
-    verified on the lecture's own inputs; `metadata` entries are stored with the vocabulary."""
-    from export.metadata import vocabulary_metadata
-
-    return export_and_verify(
-        result["model"], directory, name, inputs=result["x"],
-        metadata=vocabulary_metadata(result.get("vocabulary"), **metadata),
-    )
-
-
-def print_summary(header, rows, parity_rows=()) -> None:
-    """Prints an example's summary table, then its parity table if it exported anything;
-    exits with status 1 if an exported file failed verification."""
-    from keras_rnn.table import format_table
-
-    print()
-    print(format_table(header, rows))
-    if parity_rows and not print_parity(parity_rows):
-        raise SystemExit(1)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, removed_on_failure, write_atomic
-from keras_rnn.structure import ModelStructure, UnsupportedModelError, describe_layer
+from export.structure import ModelStructure, UnsupportedModelError, describe_layer
 
 SOURCE_NAME = "source"
 

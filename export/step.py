@@ -27,7 +27,7 @@ import numpy as np
 
 from export._files import check_writable, write_atomic
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT
-from keras_rnn.structure import (
+from export.structure import (
     Activation,
     Bidirectional,
     Dense,

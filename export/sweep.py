@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from export.parity import padding_patterns
-from keras_rnn.structure import CELLS, RNN_ACTIVATIONS
+from export.structure import CELLS, RNN_ACTIVATIONS
 
 OVERFLOW = 100.0  # |Keras output| beyond which a case counts as overflowing
 MERGE_MODES = ("concat", "sum", "ave", "mul")

@@ -52,8 +52,7 @@ from export.runtime import (
     state_input_name,
     state_output_name,
 )
-from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
-from keras_rnn.structure import (
+from export.structure import (
     Activation,
     Bidirectional,
     Dense,
@@ -62,6 +61,7 @@ from keras_rnn.structure import (
     Recurrent,
     read_model,
 )
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 QUANTIZE = (None, "dynamic", "float16", "int8")
 FORMS = ("auto", "unrolled", "while", "fused")
@@ -97,7 +97,7 @@ def export_tflite(
     """Exports a Keras RNN model to a builtin-only `.tflite` file.
 
     Args:
-        model: a built Keras model of the supported layers (see `keras_rnn.structure`).
+        model: a built Keras model of the supported layers (see `export.structure`).
         path: the `.tflite` file to write; written atomically (no partial file on failure).
         batch_size: the fixed batch of the exported input: by default 1, or the model's own
             batch when it has stateful layers (their state is one row per batch row).

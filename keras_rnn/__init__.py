@@ -9,6 +9,7 @@ import importlib
 
 _EXPORTS = {
     "build_model": "keras_rnn.models",
+    "CELLS": "keras_rnn.models",
     "datasets": "keras_rnn.datasets",
     "RNNConfig": "keras_rnn.models",
     "save_model": "keras_rnn.training",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from keras_rnn.structure import (
+from export.structure import (
     Activation,
     Bidirectional,
     Dense,
@@ -101,7 +101,7 @@ def run_recurrent(layer: Recurrent, x: np.ndarray, mask: np.ndarray | None = Non
     """Runs a recurrent layer over a whole sequence, as Keras does.
 
     Args:
-        layer: the layer's description (`keras_rnn.structure.read_model` or `describe_layer`).
+        layer: the layer's description (`export.structure.read_model` or `describe_layer`).
         x: inputs, shape `(batch, timesteps, input dim)`.
         mask: optional booleans `(batch, timesteps)`; False steps are skipped.
 

@@ -31,13 +31,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_rnn.models import CELLS
 from keras_rnn.quiet import load_tensorflow
 from keras_rnn.vocab import Vocabulary
 
 load_tensorflow()  # quietly, before Keras: the layer below is defined on import
 import keras  # noqa: E402
-
-CELLS = ("simple_rnn", "lstm", "gru")
 
 
 @dataclass

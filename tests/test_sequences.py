@@ -76,7 +76,8 @@ def test_tagging_loss_skips_the_padding(pos_results):
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_taggers_export_and_verify(tmp_path, pos_results, bidirectional):
-    from export.pipeline import export_lecture_model
+    from lecture import export_lecture_model
+
     from export.runtime import load
     from keras_rnn.vocab import Vocabulary
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CELLS = ("simple_rnn", "lstm", "gru")
+from keras_rnn.models import CELLS  # noqa: F401  (defined by the lecture models; read here)
+
 # How many blocks of `units` columns each cell's kernel holds, in Keras order.
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}  # lstm: i, f, c, o; gru: z, r, h
 RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")

@@ -1,0 +1,44 @@
+"""Running exported files with NumPy and the runtime only: no TensorFlow, no Keras.
+
+This is what a device or a service imports. `load("model.tflite")` uses the standalone LiteRT
+interpreter (`ai_edge_litert`, no Flex delegate); `load("model.onnx")` uses ONNX Runtime. Both
+give the same small interface: `run(inputs) -> outputs`, the expected input shape and dtype,
+and the metadata written at export (the vocabulary, so outputs can be decoded).
+
+- `loaders`: `load`, `TFLiteModel`, `ONNXModel`, the metadata and input checks;
+- `generation`: `StepModel` runs a streaming step model (`export.step`) with the state carried
+  by the caller, and `generate` continues a prompt greedily with one, symbol by symbol;
+- `translation`: `Translator` decodes with an exported seq2seq encoder and decoder step.
+"""
+
+from export.runtime.generation import StepModel, generate
+from export.runtime.loaders import (
+    FORMS_METADATA,
+    MAIN_INPUT,
+    MAIN_OUTPUT,
+    MAX_TRANSLATION_LENGTH,
+    RESET_SIGNATURE,
+    STATEFUL_METADATA,
+    TFLITE_METADATA_NAME,
+    ModelFileError,
+    ONNXModel,
+    TFLiteModel,
+    check_vocabulary_size,
+    checked_metadata,
+    load,
+    metadata_int,
+    operator_names,
+    read_metadata,
+    state_input_name,
+    state_output_name,
+    vocabulary_field,
+)
+from export.runtime.translation import Translator
+
+__all__ = [
+    "FORMS_METADATA", "MAIN_INPUT", "MAIN_OUTPUT", "MAX_TRANSLATION_LENGTH", "RESET_SIGNATURE",
+    "STATEFUL_METADATA", "TFLITE_METADATA_NAME", "ModelFileError", "ONNXModel", "StepModel",
+    "TFLiteModel", "Translator", "check_vocabulary_size", "checked_metadata", "generate", "load",
+    "metadata_int", "operator_names", "read_metadata", "state_input_name", "state_output_name",
+    "vocabulary_field",
+]

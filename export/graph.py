@@ -28,9 +28,12 @@ import numpy as np
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name
 from export.structure import (
     Bidirectional,
+    Stacked,
     UnsupportedModelError,
     describe_layer,
+    describe_stacked,
     is_builtin_recurrent,
+    is_stacked_builtin,
     model_inputs_outputs,
 )
 
@@ -116,14 +119,16 @@ def states_reset(model):
 
 
 def describe_recurrent(layer):
-    """The `Recurrent`/`Bidirectional` description of a built-in recurrent layer, or None for
-    any other layer (left to the converter)."""
+    """The `Recurrent`/`Bidirectional`/`Stacked` description of a built-in recurrent layer, or
+    None for any other layer (left to the converter)."""
     import keras
 
     if isinstance(layer, keras.layers.Bidirectional):
         if not (is_builtin_recurrent(layer.forward_layer)
                 and is_builtin_recurrent(layer.backward_layer)):
             return None
+    elif is_stacked_builtin(layer):
+        return describe_stacked(layer)
     elif not is_builtin_recurrent(layer):
         return None
     return describe_layer(layer)
@@ -131,6 +136,8 @@ def describe_recurrent(layer):
 
 def state_sizes(description) -> list[int]:
     """The units of each state Keras returns with `return_state=True`, in its order."""
+    if isinstance(description, Stacked):
+        return []  # (described only without return_state)
     directions = ([description.forward, description.backward]
                   if isinstance(description, Bidirectional) else [description])
     return [d.units for d in directions for _ in range(2 if d.cell == "lstm" else 1)]
@@ -308,6 +315,16 @@ def keras_outputs(model, feeds: dict) -> dict:
         warnings.filterwarnings("ignore", message="You are using a softmax over axis")
         results = model(arguments[0] if len(arguments) == 1 else arguments, training=False)
     return {name: np.asarray(value) for name, value in zip(output_names(model), as_list(results))}
+
+
+def cell_runs(description) -> list:
+    """The `Recurrent` runs a recurrent description makes: one, both directions, or each
+    cell of a stack."""
+    if isinstance(description, Bidirectional):
+        return [description.forward, description.backward]
+    if isinstance(description, Stacked):
+        return list(description.layers)
+    return [description]
 
 
 def recurrent_forms(model, native: str) -> dict:

@@ -51,6 +51,7 @@ from export.structure import (
     Bidirectional,
     Dense,
     Recurrent,
+    Stacked,
     UnsupportedModelError,
 )
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
@@ -414,6 +415,14 @@ class GraphBuilder:
             Time-major outputs, or (batch, units) when the layer returns only its last step;
             with `return_state`, `(outputs, states)`.
         """
+        if isinstance(layer, Stacked):  # each cell over the whole sequence, in turn
+            if initial_state or return_state:
+                raise UnsupportedModelError(
+                    f"Layer {layer.name!r} (RNN over StackedRNNCells) is called with "
+                    "initial_state, which its native form does not take yet.")
+            for cell in layer.layers:
+                values = self.recurrent(cell, values, mask, nan_checks=nan_checks)
+            return values
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
         first = directions[0]
         lstm = first.cell == "lstm"

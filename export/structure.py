@@ -63,6 +63,23 @@ class Recurrent:
 
 
 @dataclass(frozen=True)
+class Stacked:
+    """`keras.layers.RNN(keras.layers.StackedRNNCells([...]))` over built-in cells: at every
+    step each cell feeds the next. Written as the cells run one after another over the whole
+    sequence (every cell but the last returning all its steps), which computes the same: a
+    masked step keeps every cell's state, and the last cell's output there is its previous
+    one either way."""
+
+    name: str
+    layers: tuple  # a `Recurrent` per cell, in order
+    return_sequences: bool
+
+    @property
+    def units(self) -> int:
+        return self.layers[-1].units
+
+
+@dataclass(frozen=True)
 class Bidirectional:
     name: str
     forward: Recurrent
@@ -301,16 +318,40 @@ def _cell_kind(layer) -> str | None:
 
     if not isinstance(layer, keras.layers.RNN):
         return None
-    return {
-        keras.layers.SimpleRNNCell: "simple_rnn",
-        keras.layers.LSTMCell: "lstm",
-        keras.layers.GRUCell: "gru",
-    }.get(type(layer.cell))
+    return _cell_kinds().get(type(layer.cell))
+
+
+def _cell_kinds() -> dict:
+    import keras
+
+    return {keras.layers.SimpleRNNCell: "simple_rnn", keras.layers.LSTMCell: "lstm",
+            keras.layers.GRUCell: "gru"}
 
 
 def is_builtin_recurrent(layer) -> bool:
     """True for the recurrent layers this project writes in native form."""
     return _cell_kind(layer) is not None
+
+
+def is_stacked_builtin(layer) -> bool:
+    """True for `keras.layers.RNN(StackedRNNCells(cells))` over built-in cells that runs
+    forwards, holds no state between calls and returns no states (`describe_stacked`)."""
+    import keras
+
+    cell = getattr(layer, "cell", None)
+    return (isinstance(layer, keras.layers.RNN)
+            and isinstance(cell, keras.layers.StackedRNNCells)
+            and all(type(inner) in _cell_kinds() for inner in cell.cells)
+            and not (layer.go_backwards or layer.stateful or layer.return_state))
+
+
+def describe_stacked(layer) -> Stacked:
+    cells = layer.cell.cells
+    layers = tuple(
+        _describe_cell(layer, cell, name=f"{layer.name}/cell_{index}",
+                       return_sequences=index < len(cells) - 1 or bool(layer.return_sequences))
+        for index, cell in enumerate(cells))
+    return Stacked(layer.name, layers, bool(layer.return_sequences))
 
 
 def _describe_recurrent(layer) -> Recurrent:
@@ -320,12 +361,18 @@ def _describe_recurrent(layer) -> Recurrent:
             f"Unsupported recurrent layer {layer.name!r} of type {type(layer).__name__}; "
             "supported: SimpleRNN, LSTM, GRU and keras.layers.RNN over their cells."
         )
-    cell = layer.cell
+    return _describe_cell(layer, layer.cell, name=layer.name,
+                          return_sequences=bool(layer.return_sequences))
+
+
+def _describe_cell(layer, cell, *, name: str, return_sequences: bool) -> Recurrent:
+    """One built-in cell of the recurrent `layer` (its own, or one of a stack)."""
+    cell_kind = _cell_kinds()[type(cell)]
     activation = _activation_name(cell.activation)
-    _check_activation(layer.name, activation, RNN_ACTIVATIONS)
+    _check_activation(name, activation, RNN_ACTIVATIONS)
     recurrent_activation = _activation_name(getattr(cell, "recurrent_activation", None))
     if cell_kind != "simple_rnn":
-        _check_activation(layer.name, recurrent_activation, RNN_ACTIVATIONS)
+        _check_activation(name, recurrent_activation, RNN_ACTIVATIONS)
     gates = GATES[cell_kind]
     units = int(cell.units)
     kernel = np.asarray(cell.kernel.numpy(), np.float32)
@@ -338,7 +385,7 @@ def _describe_recurrent(layer) -> Recurrent:
     else:
         bias = np.zeros(gates * units, np.float32)
     return Recurrent(
-        name=layer.name,
+        name=name,
         cell=cell_kind,
         units=units,
         kernel=kernel,
@@ -347,7 +394,7 @@ def _describe_recurrent(layer) -> Recurrent:
         activation=activation,
         recurrent_activation=recurrent_activation,
         reset_after=reset_after,
-        return_sequences=bool(layer.return_sequences),
+        return_sequences=return_sequences,
         go_backwards=bool(layer.go_backwards),
         zero_output_for_mask=bool(layer.zero_output_for_mask),
         stateful=bool(layer.stateful),

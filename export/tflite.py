@@ -30,6 +30,7 @@ from export.graph import (
     SINGLE_OUTPUT_NAME,
     all_layers,
     as_list,
+    cell_runs,
     check_exportable,
     clone_with,
     describe_recurrent,
@@ -59,6 +60,8 @@ from export.structure import (
     Embedding,
     Masking,
     Recurrent,
+    Stacked,
+    UnsupportedModelError,
     read_model,
 )
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
@@ -321,11 +324,9 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
     """
     if form not in FORMS:
         raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
-    cells = {direction.cell for layer in recurrent
-             for direction in ([layer.forward, layer.backward]
-                               if isinstance(layer, Bidirectional) else [layer])}
+    cells = {run.cell for layer in recurrent for run in cell_runs(layer)}
     if form == "auto":
-        directions = sum(2 if isinstance(layer, Bidirectional) else 1 for layer in recurrent)
+        directions = sum(len(cell_runs(layer)) for layer in recurrent)
         if (seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS
                 or quantize == "int8"):
             return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
@@ -624,6 +625,14 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
     import tensorflow as tf
 
     initial_state = list(initial_state or [])
+    if isinstance(description, Stacked):
+        if initial_state:
+            raise UnsupportedModelError(
+                f"Layer {description.name!r} (RNN over StackedRNNCells) is called with "
+                "initial_state, which its native form does not take yet.")
+        for cell in description.layers:  # each cell over the whole sequence, in turn
+            values = unrolled_recurrent(cell, values, mask)
+        return values
     if isinstance(description, Recurrent):
         result = unrolled_recurrent(description, values, mask, initial_state or None, return_state=True)
         return [result[0]] + result[1] if return_state else result[0]

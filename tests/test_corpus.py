@@ -216,6 +216,19 @@ def rnn_guide_bidirectional(rng):
     return model, [_floats(rng, (BATCH, 5, 10))]
 
 
+def stacked_rnn_cells(rng):
+    # the keras.layers.StackedRNNCells docstring: RNN(StackedRNNCells([LSTMCell, LSTMCell])),
+    # here with mixed cells over masked, pre-padded steps
+    keras, layers = _layers()
+    model = keras.Sequential([
+        keras.Input((None,), dtype="int32"), layers.Embedding(30, 6, mask_zero=True),
+        layers.RNN(layers.StackedRNNCells([layers.LSTMCell(8), layers.GRUCell(5),
+                                           layers.SimpleRNNCell(4)]), return_sequences=True),
+        layers.RNN(layers.StackedRNNCells([layers.GRUCell(6), layers.LSTMCell(3)])),
+        layers.Dense(2)])
+    return model, [_ids(rng, (BATCH, 9), 30, padding="pre")]
+
+
 def custom_minimal_cell(rng):
     # the keras.layers.RNN docstring's MinimalRNNCell: a custom cell (the converter's loop)
     keras, layers = _layers()
@@ -467,7 +480,7 @@ def causal_conv_bigru(rng):
 CASES = [bidirectional_lstm_imdb, addition_rnn, lstm_seq2seq, weather_forecasting,
          forda_conv_gru, ctc_asr, handwriting_recognition, video_classification, conv_lstm,
          rnn_guide_lstm, rnn_guide_gru_simple_rnn, rnn_guide_encoder_decoder,
-         rnn_guide_cell_layer, rnn_guide_bidirectional, custom_minimal_cell,
+         rnn_guide_cell_layer, rnn_guide_bidirectional, stacked_rnn_cells, custom_minimal_cell,
          masking_guide_embedding, masking_guide_masking_layer, masking_guide_explicit_mask,
          tf2onnx_gru_variants, tf2onnx_simple_rnn_relu, tf2onnx_bidirectional_merges,
          keras_lstm_options, attention_over_lstm, multi_head_attention_on_bilstm,

@@ -34,9 +34,8 @@ from export import export_onnx, export_tflite
 from export.runtime import StepModel, load
 from export.step import export_step
 from export.table import format_table
-from keras_rnn import build_model
+from keras_rnn import CELLS, build_model
 
-CELLS = ("simple_rnn", "lstm", "gru")
 SIZES = {"lecture": dict(steps=6, inputs=5, hidden=5), "medium": dict(steps=50, inputs=64, hidden=128)}
 
 

@@ -190,16 +190,21 @@ def stand_in_base():
     return RecurrentStandIn
 
 
-def clone_with(model, stand_in):
+def clone_with(model, stand_in, *, batched_dense: bool = False):
     """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
     description)`; every other layer is reused as is (its weights included), but for
-    `TimeDistributed`, which becomes one reshape around its inner layer (`_FlatTimeDistributed`)."""
+    `TimeDistributed`, which becomes one reshape around its inner layer (`_FlatTimeDistributed`),
+    and with `batched_dense` (for ONNX), `Dense` (`_BatchedDense`)."""
     import keras
 
     def clone_function(layer):
         if isinstance(layer, keras.layers.TimeDistributed) and not getattr(
                 layer.layer, "_call_has_mask_arg", False):
             return _flat_time_distributed_class()(layer)
+        if (batched_dense and type(layer) is keras.layers.Dense
+                and getattr(layer, "quantization_mode", None) is None
+                and not getattr(layer, "lora_enabled", False)):
+            return _batched_dense_class()(layer)
         description = describe_recurrent(layer)
         return layer if description is None else stand_in(layer, description)
 
@@ -245,6 +250,43 @@ def _flat_time_distributed_class():
             return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
 
     return FlatTimeDistributed
+
+
+@functools.cache
+def _batched_dense_class():
+    import keras
+
+    class BatchedDense(keras.layers.Layer):
+        """`Dense` on inputs of rank above 2 as one batched matmul, which ONNX's MatMul
+        broadcasts over the leading axes. Keras's TensorFlow backend writes it as a tensordot
+        (reshapes around a 2-D matmul and the shape arithmetic between them), which tf2onnx
+        copies node for node: 8 nodes for 1, a measurable share of a lecture-size model's time
+        in ONNX Runtime (`benchmarks/latency.py`). Same weights, same ops otherwise."""
+
+        def __init__(self, original):
+            super().__init__(name=original.name)
+            self.original = original
+            self.supports_masking = True
+
+        def compute_output_spec(self, inputs, training=None):
+            return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                     inputs.dtype)
+
+        def compute_mask(self, inputs, mask=None):
+            return mask
+
+        def call(self, inputs, training=None):
+            import tensorflow as tf
+
+            dense = self.original
+            if inputs.shape.rank is None or inputs.shape.rank <= 2:
+                return dense(inputs)
+            outputs = tf.linalg.matmul(inputs, dense.kernel.value)
+            if dense.bias is not None:
+                outputs = outputs + dense.bias.value
+            return dense.activation(outputs)
+
+    return BatchedDense
 
 
 def input_specs(model):

@@ -104,7 +104,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
         markers[marker.marker_id] = marker
         return marker
 
-    graph = clone_with(model, stand_in)
+    graph = clone_with(model, stand_in, batched_dense=True)
     names = output_names(model)
     signature = [tf.TensorSpec((None,) + shape[1:], dtype, name=name)
                  for name, shape, dtype in input_specs(model)]
@@ -449,8 +449,8 @@ class GraphBuilder:
         results = self.node(OPERATOR[first.cell], inputs, OPERATOR[first.cell],
                             outputs=3 if lstm else 2, **attributes)
         all_steps, last_step = results[:2]
-        any_nan = None
-        if nan_steps is not None:
+        any_nan = None  # (batch,): the row holds a NaN step; only where used (every node costs)
+        if nan_steps is not None and (return_state or (mask is None and not layer.return_sequences)):
             any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
                                             self.constant("zero", np.array(0, np.float32))])
         # all_steps: (time, directions, batch, units); last_step: (directions, batch, units)

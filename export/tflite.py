@@ -308,7 +308,7 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
 
     - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
       `benchmarks/latency.py` for every cell at the lecture and medium sizes (LSTM included:
-      1.3-1.4x the ONNX Runtime floor at 50 steps, hidden 128, against 1.7-2.2x for the fused
+      1.3-1.5x the ONNX Runtime floor at 50 steps, hidden 128, against 2.1-2.2x for the fused
       op), and what full-int8 calibration handles. Up to `MAX_UNROLLED_STEPS` steps.
     - `"while"`: the converter's own WHILE loop over one step; any length, a small file.
     - `"fused"`: `UNIDIRECTIONAL_SEQUENCE_LSTM`, the converter's fused LSTM kernel, which it

@@ -184,3 +184,21 @@ def test_the_while_form_keeps_the_state_too(tmp_path):
     report = verify(model, path, _calls(4).reshape(-1, STEPS, FEATURES))
     assert report.passed and report.forms == {"gru": "WHILE loop", "bilstm": "WHILE loop"}, \
         str(report)
+
+
+def test_stateful_layers_with_return_state_and_a_given_initial_state(tmp_path):
+    """A stateful encoder returning its states into a stateful decoder called with
+    initial_state=: Keras starts the decoder from the given state on every call (its kept
+    state unused) and keeps both layers' final states; the files must do the same."""
+    import keras
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input(batch_shape=(BATCH, STEPS, FEATURES), name="inputs")
+    sequence, h, c = keras.layers.LSTM(4, stateful=True, return_sequences=True,
+                                       return_state=True, name="encoder")(inputs)
+    decoded = keras.layers.LSTM(4, stateful=True, name="decoder")(sequence, initial_state=[h, c])
+    model = keras.Model(inputs, [keras.layers.Dense(2, name="head")(decoded), h])
+    calls = _calls(6).reshape(-1, STEPS, FEATURES)
+    for path in (export_tflite(model, tmp_path / "m.tflite"), export_onnx(model, tmp_path / "m.onnx")):
+        report = verify(model, path, calls)
+        assert report.passed, str(report)

@@ -148,6 +148,27 @@ def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attent
                 assert not translator.attention[:, words:].any()
 
 
+def test_translator_export_refusals(tmp_path, translators):
+    import keras
+
+    from export.seq2seq import export_translator
+    from export.structure import UnsupportedModelError
+    from keras_rnn.seq2seq import translate
+
+    model = translators["gru", False]["model"]
+    with pytest.raises(ValueError, match="must end in .tflite or .onnx"):
+        export_translator(model, tmp_path / "t.keras")
+    # a seq2seq-shaped model without vocabularies (plain Embedding layers): named, not guessed
+    plain = keras.models.clone_model(model, clone_function=lambda layer: (
+        keras.layers.Embedding(layer.input_dim, layer.output_dim, mask_zero=True, name=layer.name)
+        if "embedding" in layer.name else layer.__class__.from_config(layer.get_config())))
+    with pytest.raises(UnsupportedModelError, match="carries no vocabularies"):
+        export_translator(plain, tmp_path / "t.onnx")
+    with pytest.raises(ValueError, match="carries no vocabularies"):
+        translate(plain, "I feel hungry")
+    assert not list(tmp_path.iterdir())
+
+
 def test_unknown_words_are_named(tmp_path, translators):
     from export.runtime import Translator
     from export.seq2seq import export_translator

@@ -161,14 +161,17 @@ def stand_in_base():
             # so the stand-in does not track them as its own)
             self.kept_states = functools.partial(state_variables, original)
 
-        def _output_specs(self, batch, steps):
+        def _output_specs(self, batch, steps, *, with_states=None):
+            """The outputs' specs: a list with the final states when `with_states` (default:
+            as the layer returns them), else the outputs alone."""
+            with_states = self.return_state if with_states is None else with_states
             units = self.description.units
             shape = (batch, steps, units) if self.return_sequences else (batch, units)
             outputs = [keras.KerasTensor(shape, "float32")]
-            if self.return_state:
+            if with_states:
                 outputs += [keras.KerasTensor((batch, size), "float32")
                             for size in state_sizes(self.description)]
-            return outputs if self.return_state else outputs[0]
+            return outputs if with_states else outputs[0]
 
         def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
             self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
@@ -328,6 +331,18 @@ def frozen_inference(graph, model, signature, **freeze_options):
     tensors the layers captured (an adapted Normalization's mean) frozen into constants: a file
     with variables would need initialising on the device, and tf2onnx would make captured
     tensors extra graph inputs. `freeze_options` go to `convert_variables_to_constants_v2`."""
+    names = output_names(model)
+
+    def inference(*inputs):
+        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return dict(zip(names, as_list(results)))
+
+    return freeze(inference, signature, **freeze_options)
+
+
+def freeze(function, signature, **freeze_options):
+    """`function` traced on `signature` with every variable and captured tensor frozen into
+    constants (see `frozen_inference`)."""
     import tensorflow as tf
 
     # (TensorFlow's own freezing, the one its converters use; it has no public name)
@@ -335,14 +350,8 @@ def frozen_inference(graph, model, signature, **freeze_options):
         convert_variables_to_constants_v2,
     )
 
-    names = output_names(model)
-
-    def inference(*inputs):
-        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-        return dict(zip(names, as_list(results)))
-
-    function = tf.function(inference, input_signature=signature, autograph=False)
-    return convert_variables_to_constants_v2(function.get_concrete_function(), **freeze_options)
+    traced = tf.function(function, input_signature=signature, autograph=False)
+    return convert_variables_to_constants_v2(traced.get_concrete_function(), **freeze_options)
 
 
 def keras_outputs(model, feeds: dict) -> dict:

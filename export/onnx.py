@@ -220,8 +220,8 @@ def _splice_markers(proto, markers: dict, opset: int, first_states: dict) -> Non
                 if marker.name in first_states else [])
         result = builder.recurrent(marker.description, values, mask,
                                    initial_state=initial_state or kept,
-                                   return_state=marker.return_state or bool(kept))
-        outputs, states = result if marker.return_state or kept else (result, [])
+                                   return_state=marker.emits_states or bool(kept))
+        outputs, states = result if marker.emits_states or kept else (result, [])
         for index, (state, units) in enumerate(zip(states if kept else [], sizes)):
             name = state_output_name(first_states[marker.name] + index)
             builder.nodes.append(onnx.helper.make_node("Identity", [state], [name]))
@@ -229,7 +229,7 @@ def _splice_markers(proto, markers: dict, opset: int, first_states: dict) -> Non
                 kept[index], onnx.TensorProto.FLOAT, [batch, units]))
             proto.graph.output.append(onnx.helper.make_tensor_value_info(
                 name, onnx.TensorProto.FLOAT, [batch, units]))
-        states = states if marker.return_state else []
+        states = states if marker.emits_states else []
         if marker.return_sequences:
             outputs = builder.node("Transpose", [outputs], "batch_major", perm=[1, 0, 2])
         for produced, wanted in zip([outputs] + states, node.output):
@@ -319,14 +319,23 @@ def _marker_class():
             self.marker_id = marker_id
             self.traced = (False, 0)
             self.traced_shapes = []
+            self.emits_states = self.return_state
 
         def call(self, inputs, mask=None, initial_state=None, training=None):
+            results = self.marked(inputs, mask, list(initial_state or []), self.return_state)
+            return results if self.return_state else results[0]
+
+        def run_with_states(self, inputs, states):
+            """One run from `states`, returning `[outputs] + final states` (step models)."""
+            return self.marked(self.with_known_shape(inputs), None, list(states), True)
+
+        def marked(self, inputs, mask, states, emit_states: bool) -> list:
             import tensorflow as tf
 
-            states = list(initial_state or [])
             self.traced = (mask is not None, len(states))
+            self.emits_states = emit_states
             arguments = [inputs] + ([mask] if mask is not None else []) + states
-            specs = self._output_specs(inputs.shape[0], inputs.shape[1])
+            specs = self._output_specs(inputs.shape[0], inputs.shape[1], with_states=emit_states)
             specs = specs if isinstance(specs, list) else [specs]
             self.traced_shapes = [tuple(spec.shape) for spec in specs]
             results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
@@ -334,8 +343,7 @@ def _marker_class():
                                         name=f"{MARKER_PREFIX}{self.marker_id}")
             # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
             # so the converter knows the ranks of everything downstream
-            results = [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
-            return results if self.return_state else results[0]
+            return [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
 
     return RecurrentMarker
 

@@ -16,6 +16,11 @@ mask would make Keras skip a padding step, a step model does not). Layers that n
 `export_step(model, "m.step.tflite")` writes builtin-only TFLite (fixed batch);
 `export_step(model, "m.step.onnx")` writes ONNX with the native RNN/LSTM/GRU operators run for
 one step (dynamic batch). `export.runtime.StepModel` runs either without TensorFlow.
+
+Lecture chains (Embedding/Masking, recurrent layers, Dense heads) are written here by hand,
+the smallest step model; any other graph that streams (normalization, merges of step-wise
+branches, several inputs...) is rebuilt by `export.streaming`, and one that cannot (layers
+reading other steps) is refused naming every such layer.
 """
 
 from __future__ import annotations
@@ -100,6 +105,17 @@ def streamable_structure(model):
     return structure
 
 
+def _chain(model):
+    """The model's structure when it is a lecture chain (written here by hand, the smallest
+    step model), refused when it cannot stream; None for any other graph, which
+    `export.streaming` rebuilds."""
+    try:
+        read_model(model)
+    except UnsupportedModelError:
+        return None
+    return streamable_structure(model)
+
+
 def with_states(structure, metadata):
     entries = dict(metadata or {})
     entries[STATES_METADATA] = json.dumps(step_states(structure))
@@ -110,7 +126,13 @@ def with_states(structure, metadata):
 
 def build_step_tflite(model, *, batch_size: int = 1, metadata: dict | None = None) -> bytes:
     """The builtin-only `.tflite` bytes of the step model."""
-    structure = streamable_structure(model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+    structure = _chain(model)
+    if structure is None:
+        from export.streaming import graph_step_tflite
+
+        return graph_step_tflite(model, batch_size=batch_size, metadata=metadata)
     return step_tflite(structure, batch_size=batch_size,
                        metadata=with_states(structure, metadata))
 
@@ -198,7 +220,15 @@ def _attend(attention, query_state, encoder_outputs, encoder_keys, source_mask):
 def build_step_onnx(model, *, opset: int, metadata: dict | None = None):
     """The ONNX `ModelProto` of the step model: each recurrent layer is its native operator
     run for one step from `initial_h` (and `initial_c`)."""
-    structure = streamable_structure(model)
+    structure = _chain(model)
+    if structure is None:
+        from export.onnx import MAX_OPSET, MIN_OPSET
+        from export.streaming import graph_step_onnx
+
+        if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+            raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, "
+                             f"got {opset!r}.")
+        return graph_step_onnx(model, opset=opset, metadata=metadata)
     return step_onnx(structure, name=f"{model.name}_step", opset=opset,
                      metadata=with_states(structure, metadata))
 

@@ -683,6 +683,11 @@ def _unrolled_class():
                 variable.assign(state)
             return results if self.return_state else results[0]
 
+        def run_with_states(self, inputs, states):
+            """One run from `states`, returning `[outputs] + final states` (step models)."""
+            return run_recurrent(self.description, self.with_known_shape(inputs), None,
+                                 states, True)
+
     return UnrolledRecurrent
 
 

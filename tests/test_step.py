@@ -169,3 +169,80 @@ def test_step_model_errors_are_clear(tmp_path, hihello_results):
     with pytest.raises(ValueError, match=r"not in the vocabulary|unknown"):
         generate(step_model, "hx", 3, vocabulary=result["vocabulary"])
     assert generate(step_model, "h", 5, vocabulary=result["vocabulary"]) == "hihello"[:6]
+
+
+# -- graphs beyond the lecture chains (export.streaming) ----------------------------------------
+
+def _branching_model():
+    """Ids -> Embedding, then an LSTM + LayerNormalization branch added to a Dense branch, a
+    GRU over the sum and a softmax head: streams (every layer acts on each step alone, or
+    runs forwards), but is no chain."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    ids = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, 6)(ids)
+    recurrent = keras.layers.LayerNormalization()(keras.layers.LSTM(8, return_sequences=True)(x))
+    y = keras.layers.Add()([recurrent, keras.layers.Dense(8, activation="relu")(x)])
+    y = keras.layers.GRU(5, return_sequences=True)(y)
+    return keras.Model(ids, keras.layers.Dense(7, activation="softmax")(y))
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_a_branching_graph_streams_step_by_step(tmp_path, fmt):
+    import onnx
+
+    model = _branching_model()
+    ids = np.random.default_rng(2).integers(1, 20, (2, 9)).astype(np.int32)
+    expected = np.asarray(model(ids))
+    step_model = StepModel(export_step(model, tmp_path / f"m.step.{fmt}", batch_size=2))
+    assert len(step_model.state_names) == 3  # LSTM h, c, then GRU h
+    state = step_model.initial_state(2)
+    tolerance = TFLITE_TOLERANCE if fmt == "tflite" else ONNX_TOLERANCE  # float32 sum order
+    for t in range(ids.shape[1]):
+        outputs, state = step_model.step(ids[:, t], state)
+        assert_outputs_close(f"{fmt} step {t}", outputs, expected[:, t], tolerance)
+    path = tmp_path / f"m.step.{fmt}"
+    if fmt == "onnx":
+        ops = {node.op_type for node in onnx.load(path).graph.node}
+        assert {"LSTM", "GRU"} <= ops and not ops & {"Loop", "Scan"}, ops
+    else:
+        assert not any(name.startswith("custom:") for name in operator_names(path.read_bytes()))
+
+
+def test_a_two_input_graph_streams_by_input_name(tmp_path):
+    import keras
+
+    from export.runtime import load
+
+    keras.utils.set_random_seed(6)
+    words = keras.Input((None,), dtype="int32", name="words")
+    features = keras.Input((None, 3), name="features")
+    x = keras.layers.Concatenate()([keras.layers.Embedding(10, 4)(words), features])
+    model = keras.Model([words, features], keras.layers.SimpleRNN(5, return_sequences=True)(x))
+    rng = np.random.default_rng(3)
+    feeds = {"words": rng.integers(1, 10, (1, 6)).astype(np.int32),
+             "features": rng.normal(size=(1, 6, 3)).astype(np.float32)}
+    expected = np.asarray(model([feeds["words"], feeds["features"]]))
+    step_file = load(export_step(model, tmp_path / "m.step.onnx"))
+    state = np.zeros((1, 5), np.float32)
+    for t in range(6):
+        results = step_file.run_named({"words": feeds["words"][:, t],
+                                       "features": feeds["features"][:, t], "state_0": state})
+        assert_outputs_close(f"step {t}", results["outputs"], expected[:, t], ONNX_TOLERANCE)
+        state = results["next_state_0"]
+
+
+def test_graphs_that_read_other_steps_are_refused_naming_every_layer(tmp_path):
+    import keras
+
+    inputs = keras.Input((None, 3))
+    x = keras.layers.Conv1D(4, 3, padding="causal", name="conv")(inputs)
+    x = keras.layers.Bidirectional(keras.layers.GRU(2), name="both_ways")(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    for suffix in (".tflite", ".onnx"):
+        with pytest.raises(UnsupportedModelError,
+                           match=r"'conv' \(Conv1D\) is not one of the layers .*'both_ways' "
+                                 r"\(Bidirectional\) reads the sequence backwards"):
+            export_step(model, tmp_path / f"m.step{suffix}")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,226 @@
+"""Step models of any graph that can stream, not only lecture chains (`export.step` writes
+the chains itself, by hand and smallest; it hands every other graph here).
+
+The model is rebuilt with `keras.models.clone_model`, as the full-sequence exports do
+(`export.graph`), each built-in recurrent layer replaced by a stand-in that takes its state
+from the step model's inputs `state_N` and hands its final state to `next_state_N`; the whole
+graph then runs on a sequence of one step and goes through the format's usual converter
+(TFLite builtins, tf2onnx with the native recurrent operators spliced in). Every other layer is
+Keras's own.
+
+A graph streams when each layer's output at a step depends on that step and the past only:
+the built-in recurrent layers running forwards, and layers that act on each step alone
+(`STEPWISE`: embeddings, dense layers, normalization, activations, merges of such branches,
+TimeDistributed). Anything that reads other steps (convolutions and pooling over time,
+attention, Bidirectional, `go_backwards`, reshapes of the time axis) is refused, every such
+layer named with the reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+
+from export.graph import (
+    all_layers,
+    as_list,
+    clone_with,
+    describe_recurrent,
+    input_specs,
+    output_names,
+)
+from export.runtime import state_input_name, state_output_name
+from export.structure import (
+    Bidirectional,
+    Recurrent,
+    UnsupportedModelError,
+    model_inputs_outputs,
+)
+
+STATES_METADATA = "step_states"  # JSON [[label, units], ...] in state order (as export.step)
+
+# Layers whose output at a step depends on that step's input alone (at inference).
+STEPWISE = frozenset({
+    "InputLayer", "Embedding", "Masking", "Dense", "EinsumDense", "Dropout", "SpatialDropout1D",
+    "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Activation",
+    "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "LayerNormalization",
+    "BatchNormalization", "Normalization", "UnitNormalization", "RMSNormalization", "Rescaling",
+    "Identity", "TimeDistributed", "Add", "Subtract", "Multiply", "Average", "Maximum",
+    "Minimum", "Concatenate",
+})
+
+
+def check_streams(model) -> list[tuple[str, int]]:
+    """Refuses a graph that cannot run step by step, naming every layer that blocks it and
+    why; returns the state layout `[(label, units), ...]` of the one that can."""
+    model_inputs_outputs(model)
+    blockers, layout = [], []
+    for layer in all_layers(model):
+        kind = type(layer).__name__
+        description = describe_recurrent(layer)
+        if isinstance(description, Bidirectional) or (
+                isinstance(description, Recurrent) and description.go_backwards):
+            blockers.append(f"{layer.name!r} ({kind}) reads the sequence backwards, so its "
+                            "output at a step depends on steps not yet seen")
+        elif isinstance(description, Recurrent):
+            for which in ("h", "c")[:2 if description.cell == "lstm" else 1]:
+                layout.append((f"{layer.name}/{which}", description.units))
+        elif description is not None:
+            blockers.append(f"{layer.name!r} ({kind}): a stack of cells does not stream yet")
+        elif kind == "Concatenate" and layer.axis not in (-1, 2):
+            blockers.append(f"{layer.name!r} (Concatenate on axis {layer.axis}) joins along "
+                            "the time axis")
+        elif kind not in STEPWISE:
+            blockers.append(f"{layer.name!r} ({kind}) is not one of the layers that act on each "
+                            "step alone, so its output may read other steps")
+    if blockers:
+        raise UnsupportedModelError(
+            f"Model {model.name!r} cannot be streamed step by step: {'; '.join(blockers)}. "
+            "Export the whole-sequence model instead.")
+    if not layout:
+        raise UnsupportedModelError(f"Model {model.name!r} has no recurrent layer to stream.")
+    for name, shape, dtype in input_specs(model):
+        if len(shape) < 2 or (len(shape) == 2 and "int" not in dtype):
+            raise UnsupportedModelError(
+                f"Input {name!r} of shape {shape} has no time axis: a step model takes one "
+                "step of every input (ids (batch, time) or features (batch, time, ...)).")
+    return layout
+
+
+@functools.cache
+def _step_class(base):
+    """`base` (a format's recurrent stand-in, with `run_with_states`) run from the states the
+    step model is given, its final states handed on through `channel`."""
+
+    class StepRecurrent(base):
+        channel = None  # a _Channel, set per trace
+
+        def call(self, inputs, mask=None, initial_state=None, training=None):
+            if initial_state is not None:
+                raise UnsupportedModelError(
+                    f"Layer {self.name!r} is called with initial_state=: in a step model its "
+                    "state is the input state_N (give the initial state there at the first "
+                    "step); export the whole-sequence model otherwise.")
+            # (no mask: a step model is fed real steps only, as export.step documents)
+            results = self.run_with_states(inputs, self.channel.given[self.name])
+            self.channel.final[self.name] = results[1:]
+            return results if self.return_state else results[0]
+
+    return StepRecurrent
+
+
+class _Channel:
+    """The states a trace gives each recurrent layer and those it hands back, by layer (an
+    object, not a dict, which a Keras layer attribute would copy into a tracked one)."""
+
+    def __init__(self):
+        self.given, self.final = {}, {}
+
+
+def _step_function(model, layout, stand_in, *, batched_dense: bool):
+    """The step as a Python function of TF ops over (one step of each input, then the
+    states): the rebuilt graph run on a sequence of one step. `stand_in(original,
+    description)` makes each recurrent layer's step stand-in."""
+    import tensorflow as tf
+
+    channel = _Channel()
+
+    def with_channel(original, description):
+        layer = stand_in(original, description)
+        layer.channel = channel
+        return layer
+
+    graph = clone_with(model, with_channel, batched_dense=batched_dense)
+    input_count = len(input_specs(model))
+    names = output_names(model)
+    owners = {}  # layer -> how many states it carries, in layout order
+    for label, _ in layout:
+        owner = label.rsplit("/", 1)[0]
+        owners[owner] = owners.get(owner, 0) + 1
+
+    def step(*arguments):
+        inputs = [tf.expand_dims(value, 1) for value in arguments[:input_count]]
+        states = list(arguments[input_count:])
+        channel.final.clear()
+        for owner, count in owners.items():
+            channel.given[owner], states = states[:count], states[count:]
+        results = as_list(graph(inputs[0] if len(inputs) == 1 else inputs, training=False))
+        # a sequence output (batch, 1, ...) is this step's output (batch, ...)
+        outputs = {name: tf.squeeze(value, 1) if value.shape.rank >= 3 else value
+                   for name, value in zip(names, results)}
+        finals = [state for owner in owners for state in channel.final[owner]]
+        outputs.update({state_output_name(i): state for i, state in enumerate(finals)})
+        return outputs
+
+    return step
+
+
+def _step_specs(model, layout, batch):
+    import tensorflow as tf
+
+    specs = [tf.TensorSpec((batch,) + tuple(shape[2:]), dtype, name=name)
+             for name, shape, dtype in input_specs(model)]
+    specs += [tf.TensorSpec((batch, units), tf.float32, name=state_input_name(i))
+              for i, (_, units) in enumerate(layout)]
+    return specs
+
+
+def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes:
+    """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
+    from export.graph import freeze
+    from export.tflite import _convert, _unrolled_class, add_metadata
+    from keras_rnn.quiet import load_tensorflow
+
+    layout = check_streams(model)
+    tf = load_tensorflow()
+    specs = _step_specs(model, layout, batch_size)
+    step_class = _step_class(_unrolled_class())
+    step = _step_function(model, layout, step_class, batched_dense=False)
+    frozen = freeze(step, specs)
+
+    names = sorted(output_names(model) + [state_output_name(i) for i in range(len(layout))])
+
+    def named(*arguments):  # the frozen function's outputs under their names again
+        results = frozen(*arguments)
+        if isinstance(results, dict):
+            return results
+        return dict(zip(names, tf.nest.flatten(results)))  # dicts flatten sorted
+
+    holder = tf.Module()  # a trackable owner: the converter writes the named signature
+    holder.function = tf.function(named, input_signature=specs, autograph=False)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.function.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flatbuffer = _convert(converter, [layer.name for layer in all_layers(model)])
+    return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)})
+
+
+def graph_step_onnx(model, *, opset: int, metadata: dict | None):
+    """The ONNX step model of a graph that streams, each recurrent layer its native operator
+    run for one step from `state_N` (dynamic batch)."""
+    from export import onnx as exporter
+    from export.graph import freeze
+
+    layout = check_streams(model)
+    specs = _step_specs(model, layout, None)
+    markers = {}
+    step_class = _step_class(exporter._marker_class())
+
+    def stand_in(original, description):
+        marker = step_class(original, description, len(markers))
+        markers[marker.marker_id] = marker
+        return marker
+
+    step = _step_function(model, layout, stand_in, batched_dense=True)
+    # loops kept as loops, as tf2onnx's own loader freezes them
+    frozen = freeze(step, specs, lower_control_flow=False, aggressive_inlining=True)
+    proto = exporter._tf2onnx(frozen, opset, markers)
+    exporter._splice_markers(proto, markers, opset, {})
+    exporter._refuse_unknown_ops(proto)
+    exporter._name_inputs(proto, [spec.name for spec in specs])
+    names = sorted(output_names(model) + [state_output_name(i) for i in range(len(layout))])
+    exporter._name_outputs(proto, [(name, (None,)) for name in names])  # dicts flatten sorted
+    return exporter.finish_model(
+        proto.graph, opset, {**(metadata or {}), STATES_METADATA: json.dumps(layout)},
+        extra_opsets=[o for o in proto.opset_import
+                      if o.domain not in ("", exporter.MARKER_DOMAIN)])

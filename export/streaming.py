@@ -30,6 +30,7 @@ from export.graph import (
     output_names,
 )
 from export.runtime import state_input_name, state_output_name
+from export.step import STATES_METADATA
 from export.structure import (
     Bidirectional,
     Recurrent,
@@ -37,11 +38,10 @@ from export.structure import (
     model_inputs_outputs,
 )
 
-STATES_METADATA = "step_states"  # JSON [[label, units], ...] in state order (as export.step)
-
-# Layers whose output at a step depends on that step's input alone (at inference).
+# Layers whose output at a step depends on that step's input alone (at inference; those
+# with an `axis` only when it is the last one, checked below).
 STEPWISE = frozenset({
-    "InputLayer", "Embedding", "Masking", "Dense", "EinsumDense", "Dropout", "SpatialDropout1D",
+    "InputLayer", "Embedding", "Masking", "Dense", "Dropout", "SpatialDropout1D",
     "GaussianNoise", "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Activation",
     "ReLU", "LeakyReLU", "PReLU", "ELU", "Softmax", "LayerNormalization",
     "BatchNormalization", "Normalization", "UnitNormalization", "RMSNormalization", "Rescaling",
@@ -67,9 +67,9 @@ def check_streams(model) -> list[tuple[str, int]]:
                 layout.append((f"{layer.name}/{which}", description.units))
         elif description is not None:
             blockers.append(f"{layer.name!r} ({kind}): a stack of cells does not stream yet")
-        elif kind == "Concatenate" and layer.axis not in (-1, 2):
-            blockers.append(f"{layer.name!r} (Concatenate on axis {layer.axis}) joins along "
-                            "the time axis")
+        elif kind in STEPWISE and not _on_last_axis(layer):
+            blockers.append(f"{layer.name!r} ({kind} on axis {getattr(layer, 'axis', None)}) "
+                            "works across the time axis, not on each step")
         elif kind not in STEPWISE:
             blockers.append(f"{layer.name!r} ({kind}) is not one of the layers that act on each "
                             "step alone, so its output may read other steps")
@@ -85,6 +85,19 @@ def check_streams(model) -> list[tuple[str, int]]:
                 f"Input {name!r} of shape {shape} has no time axis: a step model takes one "
                 "step of every input (ids (batch, time) or features (batch, time, ...)).")
     return layout
+
+
+def _on_last_axis(layer) -> bool:
+    """True unless the layer has an `axis` other than the last of its output."""
+    axis = getattr(layer, "axis", None)
+    if axis is None:
+        return True
+    axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    try:
+        rank = len(layer.output.shape)
+    except (AttributeError, ValueError):  # a layer used at several places: judge by -1 only
+        return axes == [-1]
+    return all(a in (-1, rank - 1) for a in axes)
 
 
 @functools.cache

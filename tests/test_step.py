@@ -239,10 +239,14 @@ def test_graphs_that_read_other_steps_are_refused_naming_every_layer(tmp_path):
     inputs = keras.Input((None, 3))
     x = keras.layers.Conv1D(4, 3, padding="causal", name="conv")(inputs)
     x = keras.layers.Bidirectional(keras.layers.GRU(2), name="both_ways")(x)
-    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    x = keras.layers.RepeatVector(3)(x)
+    x = keras.layers.LayerNormalization(axis=1, name="across_time")(x)
+    model = keras.Model(inputs, keras.layers.LSTM(2)(x))
     for suffix in (".tflite", ".onnx"):
         with pytest.raises(UnsupportedModelError,
                            match=r"'conv' \(Conv1D\) is not one of the layers .*'both_ways' "
-                                 r"\(Bidirectional\) reads the sequence backwards"):
+                                 r"\(Bidirectional\) reads the sequence backwards.*"
+                                 r"'across_time' \(LayerNormalization on axis \[1\]\) works "
+                                 r"across the time axis"):
             export_step(model, tmp_path / f"m.step{suffix}")
     assert list(tmp_path.iterdir()) == []

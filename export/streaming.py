@@ -231,8 +231,12 @@ def graph_step_onnx(model, *, opset: int, metadata: dict | None):
     exporter._splice_markers(proto, markers, opset, {})
     exporter._refuse_unknown_ops(proto)
     exporter._name_inputs(proto, [spec.name for spec in specs])
-    names = sorted(output_names(model) + [state_output_name(i) for i in range(len(layout))])
-    exporter._name_outputs(proto, [(name, (None,)) for name in names])  # dicts flatten sorted
+    shapes = {name: (shape[:1] + shape[2:]) if len(shape) >= 3 else shape  # one step
+              for name, shape in zip(output_names(model), (
+                  tuple(tensor.shape) for tensor in model_inputs_outputs(model)[1]))}
+    shapes.update({state_output_name(i): (None, units) for i, (_, units) in enumerate(layout)})
+    # (in sorted order, as the function's dict of outputs flattens)
+    exporter._name_outputs(proto, [(name, shapes[name]) for name in sorted(shapes)])
     return exporter.finish_model(
         proto.graph, opset, {**(metadata or {}), STATES_METADATA: json.dumps(layout)},
         extra_opsets=[o for o in proto.opset_import

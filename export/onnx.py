@@ -98,13 +98,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     check_exportable(model, carried_state=False)
     tf = load_tensorflow()
     markers = {}
-
-    def stand_in(original, description):
-        marker = _marker_class()(original, description, len(markers))
-        markers[marker.marker_id] = marker
-        return marker
-
-    graph = clone_with(model, stand_in, batched_dense=True)
+    graph = clone_with(model, marker_maker(markers), batched_dense=True)
     names = output_names(model)
     signature = [tf.TensorSpec((None,) + shape[1:], dtype, name=name)
                  for name, shape, dtype in input_specs(model)]
@@ -112,23 +106,54 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     # loops kept as loops, as tf2onnx's own loader freezes them
     frozen = frozen_inference(graph, model, signature, lower_control_flow=False,
                               aggressive_inlining=True)
-    proto = _tf2onnx(frozen, opset, markers)
-    _splice_markers(proto, markers, opset, _first_states(model))
-    _refuse_unknown_ops(proto)
     shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
-    _name_inputs(proto, [spec.name for spec in signature])
-    _name_outputs(proto, [(name, shapes[name]) for name in sorted(names)])  # dicts flatten sorted
     forms = recurrent_forms(model, "native operator")
-    loops = [node.name for node in proto.graph.node if node.op_type in ("Loop", "Scan")]
-    for layer, form in forms.items():
-        if form != "native operator" and loops:
-            forms[layer] = "Loop"
     metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
     if state_layout(model):
         metadata[STATEFUL_METADATA] = json.dumps(state_layout(model))
+    proto = converted_graph(frozen, markers, opset, input_names=[spec.name for spec in signature],
+                            outputs=[(name, shapes[name]) for name in sorted(names)],
+                            first_states=_first_states(model), metadata=metadata)
+    if any(node.op_type in ("Loop", "Scan") for node in proto.graph.node):
+        for layer, form in forms.items():
+            if form != "native operator":
+                forms[layer] = "Loop"
+        _set_metadata(proto, FORMS_METADATA, json.dumps(forms))
+    return proto
+
+
+def marker_maker(markers: dict, cls=None):
+    """The stand-in maker for `clone_with`: each built-in recurrent layer becomes a numbered
+    `cls` (default `RecurrentMarker`), registered in `markers` by its number."""
+
+    def make(original, description):
+        marker = (cls or marker_class())(original, description, len(markers))
+        markers[marker.marker_id] = marker
+        return marker
+
+    return make
+
+
+def converted_graph(frozen, markers: dict, opset: int, *, input_names, outputs,
+                    first_states: dict, metadata: dict):
+    """The checked ONNX model of a frozen traced function whose recurrent layers are
+    `markers`: tf2onnx for everything else, each marker spliced into its native operator
+    (`first_states`: the stateful layers' first state input), Python ops refused, inputs and
+    `outputs` ((name, shape) in the function's flattened order) named."""
+    proto = _tf2onnx(frozen, opset, markers)
+    _splice_markers(proto, markers, opset, first_states)
+    _refuse_unknown_ops(proto)
+    _name_inputs(proto, input_names)
+    _name_outputs(proto, outputs)
     return finish_model(proto.graph, opset, metadata,
                         extra_opsets=[o for o in proto.opset_import
                                       if o.domain not in ("", MARKER_DOMAIN)])
+
+
+def _set_metadata(proto, key: str, value: str) -> None:
+    for entry in proto.metadata_props:
+        if entry.key == key:
+            entry.value = value
 
 
 def _tf2onnx(frozen, opset: int, markers: dict):
@@ -307,7 +332,7 @@ def finish_model(graph_proto, opset: int, metadata: dict | None, extra_opsets=()
 
 
 @functools.cache
-def _marker_class():
+def marker_class():
     base = stand_in_base()
 
     class RecurrentMarker(base):

@@ -181,63 +181,36 @@ def _step_specs(model, layout, batch):
 def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes:
     """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
     from export.graph import freeze
-    from export.tflite import _convert, _unrolled_class, add_metadata
-    from keras_rnn.quiet import load_tensorflow
+    from export.tflite import add_metadata, convert, frozen_converter, unrolled_class
 
     layout = check_streams(model)
-    tf = load_tensorflow()
     specs = _step_specs(model, layout, batch_size)
-    step_class = _step_class(_unrolled_class())
-    step = _step_function(model, layout, step_class, batched_dense=False)
-    frozen = freeze(step, specs)
-
-    names = sorted(output_names(model) + [state_output_name(i) for i in range(len(layout))])
-
-    def named(*arguments):  # the frozen function's outputs under their names again
-        results = frozen(*arguments)
-        if isinstance(results, dict):
-            return results
-        return dict(zip(names, tf.nest.flatten(results)))  # dicts flatten sorted
-
-    holder = tf.Module()  # a trackable owner: the converter writes the named signature
-    holder.function = tf.function(named, input_signature=specs, autograph=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.function.get_concrete_function()], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer = _convert(converter, [layer.name for layer in all_layers(model)])
+    step = _step_function(model, layout, _step_class(unrolled_class()), batched_dense=False)
+    names = output_names(model) + [state_output_name(i) for i in range(len(layout))]
+    flatbuffer = convert(frozen_converter(freeze(step, specs), specs, names),
+                         [layer.name for layer in all_layers(model)])
     return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)})
 
 
 def graph_step_onnx(model, *, opset: int, metadata: dict | None):
     """The ONNX step model of a graph that streams, each recurrent layer its native operator
     run for one step from `state_N` (dynamic batch)."""
-    from export import onnx as exporter
     from export.graph import freeze
+    from export.onnx import converted_graph, marker_class, marker_maker
 
     layout = check_streams(model)
     specs = _step_specs(model, layout, None)
     markers = {}
-    step_class = _step_class(exporter._marker_class())
-
-    def stand_in(original, description):
-        marker = step_class(original, description, len(markers))
-        markers[marker.marker_id] = marker
-        return marker
-
+    stand_in = marker_maker(markers, _step_class(marker_class()))
     step = _step_function(model, layout, stand_in, batched_dense=True)
     # loops kept as loops, as tf2onnx's own loader freezes them
     frozen = freeze(step, specs, lower_control_flow=False, aggressive_inlining=True)
-    proto = exporter._tf2onnx(frozen, opset, markers)
-    exporter._splice_markers(proto, markers, opset, {})
-    exporter._refuse_unknown_ops(proto)
-    exporter._name_inputs(proto, [spec.name for spec in specs])
     shapes = {name: (shape[:1] + shape[2:]) if len(shape) >= 3 else shape  # one step
               for name, shape in zip(output_names(model), (
                   tuple(tensor.shape) for tensor in model_inputs_outputs(model)[1]))}
     shapes.update({state_output_name(i): (None, units) for i, (_, units) in enumerate(layout)})
-    # (in sorted order, as the function's dict of outputs flattens)
-    exporter._name_outputs(proto, [(name, shapes[name]) for name in sorted(shapes)])
-    return exporter.finish_model(
-        proto.graph, opset, {**(metadata or {}), STATES_METADATA: json.dumps(layout)},
-        extra_opsets=[o for o in proto.opset_import
-                      if o.domain not in ("", exporter.MARKER_DOMAIN)])
+    return converted_graph(
+        frozen, markers, opset, input_names=[spec.name for spec in specs],
+        # (in sorted order, as the function's dict of outputs flattens)
+        outputs=[(name, shapes[name]) for name in sorted(shapes)], first_states={},
+        metadata={**(metadata or {}), STATES_METADATA: json.dumps(layout)})

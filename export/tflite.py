@@ -209,19 +209,7 @@ def build_tflite(
         names = output_names(model)
         signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed]
         frozen = frozen_inference(graph, model, signature)
-
-        def named(*inputs):  # the frozen function's outputs under their names again
-            results = frozen(*inputs)
-            if isinstance(results, dict):
-                return results
-            return dict(zip(sorted(names), tf.nest.flatten(results)))  # dicts flatten sorted
-
-        # handed over with a trackable owner: the converter's current path, which writes a
-        # signature with the inputs' and outputs' names
-        holder = tf.Module()
-        holder.function = tf.function(named, autograph=False, input_signature=signature)
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [holder.function.get_concrete_function()], holder)
+        converter = frozen_converter(frozen, signature, names)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize is not None:
@@ -232,7 +220,7 @@ def build_tflite(
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.representative_dataset = calibration
     with states_reset(model):  # the file starts from a reset state
-        flatbuffer = _convert(converter, layer_names)
+        flatbuffer = convert(converter, layer_names)
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
         raise TFLiteConversionError(
             "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
@@ -656,11 +644,11 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
 
 def unrolled_stand_in(original, description):
     """The TFLite stand-in of a built-in recurrent layer (see `export.graph`)."""
-    return _unrolled_class()(original, description)
+    return unrolled_class()(original, description)
 
 
 @functools.cache
-def _unrolled_class():
+def unrolled_class():
     base = stand_in_base()
 
     class UnrolledRecurrent(base):
@@ -691,6 +679,26 @@ def _unrolled_class():
     return UnrolledRecurrent
 
 
+def frozen_converter(frozen, signature, names):
+    """The TFLite converter for a frozen function returning a dict of outputs `names`, handed
+    over with a trackable owner: the converter's current path, which writes a signature with
+    the inputs' and outputs' names."""
+    import tensorflow as tf
+
+    def named(*inputs):  # the frozen function's outputs under their names again
+        results = frozen(*inputs)
+        if isinstance(results, dict):
+            return results
+        return dict(zip(sorted(names), tf.nest.flatten(results)))  # dicts flatten sorted
+
+    holder = tf.Module()
+    holder.function = tf.function(named, autograph=False, input_signature=signature)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [holder.function.get_concrete_function()], holder)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter
+
+
 def convert_function(function, input_signature, structure) -> bytes:
     """Converts a Python function of TF ops to builtin-only TFLite, keeping a signature with
     the named inputs and outputs (multi-input files such as step models need the names)."""
@@ -701,10 +709,10 @@ def convert_function(function, input_signature, structure) -> bytes:
     converter = tf.lite.TFLiteConverter.from_concrete_functions(
         [holder.function.get_concrete_function()], holder)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return _convert(converter, [layer.name for layer in structure.layers])
+    return convert(converter, [layer.name for layer in structure.layers])
 
 
-def _convert(converter, layer_names) -> bytes:
+def convert(converter, layer_names) -> bytes:
     """Runs the converter without its terminal output (its settings printed from C++, the
     SavedModel summary of `from_keras_model`, the int8 statistics warning), then refuses any
     Flex or custom op in the result."""

@@ -80,25 +80,44 @@ def stateful_layers(model) -> list:
     return [layer for layer in all_layers(model) if state_variables(layer)]
 
 
+def stateful_batch(model) -> int | None:
+    """The batch size a stateful model's state is kept for (one row per batch row), or None
+    for a model without stateful layers."""
+    stateful = stateful_layers(model)
+    return int(state_variables(stateful[0])[0].shape[0]) if stateful else None
+
+
+def state_labels(name: str, description) -> list[tuple[str, int]]:
+    """`(label, units)` of each state a recurrent layer `name` carries, in Keras's order: per
+    direction `h`, then `c` for LSTM ("encoder/forward/h", ... for a Bidirectional)."""
+    directions = ([("forward/", description.forward), ("backward/", description.backward)]
+                  if isinstance(description, Bidirectional) else [("", description)])
+    return [(f"{name}/{prefix}{which}", direction.units) for prefix, direction in directions
+            for which in ("h", "c")[:2 if direction.cell == "lstm" else 1]]
+
+
 def state_layout(model, *, every: bool = False) -> list[tuple[str, int]]:
     """`(label, units)` of each state the stateful built-in recurrent layers carry between
     calls, in the order of the exported file's state inputs and outputs: layers in graph
-    order, then Keras's state order (e.g. "encoder/forward/h", "encoder/forward/c").
-    `every=True` adds the other stateful layers' states ("layer/state_N", their size)."""
+    order, then Keras's state order (`state_labels`). `every=True` adds the other stateful
+    layers' states ("layer/state_N", their size)."""
     layout = []
     for layer in stateful_layers(model):
         description = describe_recurrent(layer)
-        if description is None:
-            if every:
-                layout += [(f"{layer.name}/state_{index}", int(np.prod(variable.shape[1:])))
-                           for index, variable in enumerate(state_variables(layer))]
-            continue
-        directions = ([("forward/", description.forward), ("backward/", description.backward)]
-                      if isinstance(description, Bidirectional) else [("", description)])
-        for prefix, direction in directions:
-            for which in ("h", "c")[:2 if direction.cell == "lstm" else 1]:
-                layout.append((f"{layer.name}/{prefix}{which}", direction.units))
+        if description is not None:
+            layout += state_labels(layer.name, description)
+        elif every:
+            layout += [(f"{layer.name}/state_{index}", int(np.prod(variable.shape[1:])))
+                       for index, variable in enumerate(state_variables(layer))]
     return layout
+
+
+def states_by_layer(layout) -> dict[str, list[int]]:
+    """{layer name: the indices of its states in `layout`}, in layout order."""
+    owners = {}
+    for index, (label, _) in enumerate(layout):
+        owners.setdefault(label.split("/", 1)[0], []).append(index)
+    return owners
 
 
 @contextlib.contextmanager
@@ -138,9 +157,7 @@ def state_sizes(description) -> list[int]:
     """The units of each state Keras returns with `return_state=True`, in its order."""
     if isinstance(description, Stacked):
         return []  # (described only without return_state)
-    directions = ([description.forward, description.backward]
-                  if isinstance(description, Bidirectional) else [description])
-    return [d.units for d in directions for _ in range(2 if d.cell == "lstm" else 1)]
+    return [units for _, units in state_labels("", description)]
 
 
 @functools.cache
@@ -331,13 +348,19 @@ def frozen_inference(graph, model, signature, **freeze_options):
     tensors the layers captured (an adapted Normalization's mean) frozen into constants: a file
     with variables would need initialising on the device, and tf2onnx would make captured
     tensors extra graph inputs. `freeze_options` go to `convert_variables_to_constants_v2`."""
+    return freeze(named_inference(graph, model), signature, **freeze_options)
+
+
+def named_inference(graph, model):
+    """`graph` (the model or its rebuilt clone) as a function of the model's inputs, in order,
+    returning its outputs as a dict under the exported names (`output_names(model)`)."""
     names = output_names(model)
 
     def inference(*inputs):
         results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
         return dict(zip(names, as_list(results)))
 
-    return freeze(inference, signature, **freeze_options)
+    return inference
 
 
 def freeze(function, signature, **freeze_options):

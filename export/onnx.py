@@ -31,7 +31,6 @@ from export._files import check_writable, write_atomic
 from export.graph import (
     check_exportable,
     clone_with,
-    describe_recurrent,
     frozen_inference,
     input_specs,
     output_names,
@@ -39,7 +38,7 @@ from export.graph import (
     stand_in_base,
     state_layout,
     state_sizes,
-    stateful_layers,
+    states_by_layer,
 )
 from export.runtime import (
     FORMS_METADATA,
@@ -109,11 +108,12 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
     forms = recurrent_forms(model, "native operator")
     metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
-    if state_layout(model):
-        metadata[STATEFUL_METADATA] = json.dumps(state_layout(model))
+    layout = state_layout(model)
+    if layout:
+        metadata[STATEFUL_METADATA] = json.dumps(layout)
     proto = converted_graph(frozen, markers, opset, input_names=[spec.name for spec in signature],
                             outputs=[(name, shapes[name]) for name in sorted(names)],
-                            first_states=_first_states(model), metadata=metadata)
+                            carried_states=states_by_layer(layout), metadata=metadata)
     if any(node.op_type in ("Loop", "Scan") for node in proto.graph.node):
         for layer, form in forms.items():
             if form != "native operator":
@@ -135,13 +135,13 @@ def marker_maker(markers: dict, cls=None):
 
 
 def converted_graph(frozen, markers: dict, opset: int, *, input_names, outputs,
-                    first_states: dict, metadata: dict):
+                    carried_states: dict, metadata: dict):
     """The checked ONNX model of a frozen traced function whose recurrent layers are
     `markers`: tf2onnx for everything else, each marker spliced into its native operator
-    (`first_states`: the stateful layers' first state input), Python ops refused, inputs and
-    `outputs` ((name, shape) in the function's flattened order) named."""
+    (`carried_states`: the stateful layers' state indices, `states_by_layer`), Python ops
+    refused, inputs and `outputs` ((name, shape) in the function's flattened order) named."""
     proto = _tf2onnx(frozen, opset, markers)
-    _splice_markers(proto, markers, opset, first_states)
+    _splice_markers(proto, markers, opset, carried_states)
     _refuse_unknown_ops(proto)
     _name_inputs(proto, input_names)
     _name_outputs(proto, outputs)
@@ -207,18 +207,7 @@ def _mark_recurrent(ctx, node, name, args):
     return node
 
 
-def _first_states(model) -> dict:
-    """{stateful layer: the index of its first state input}, in `state_layout` order."""
-    first, count = {}, 0
-    for layer in stateful_layers(model):
-        description = describe_recurrent(layer)
-        if description is not None:
-            first[layer.name] = count
-            count += len(state_sizes(description))
-    return first
-
-
-def _splice_markers(proto, markers: dict, opset: int, first_states: dict) -> None:
+def _splice_markers(proto, markers: dict, opset: int, carried_states: dict) -> None:
     """Replaces each marker node by the native recurrent operator and its masking nodes.
 
     A stateful layer's state becomes graph inputs `state_N` (the previous call's final
@@ -241,17 +230,17 @@ def _splice_markers(proto, markers: dict, opset: int, first_states: dict) -> Non
         mask = PaddingMask(builder, inputs[1]) if has_mask else None
         initial_state = inputs[1 + has_mask:1 + has_mask + state_count]
         sizes = state_sizes(marker.description)
-        kept = ([state_input_name(first_states[marker.name] + i) for i in range(len(sizes))]
-                if marker.name in first_states else [])
+        indices = carried_states.get(marker.name, [])
+        kept = [state_input_name(index) for index in indices]
         result = builder.recurrent(marker.description, values, mask,
                                    initial_state=initial_state or kept,
                                    return_state=marker.emits_states or bool(kept))
         outputs, states = result if marker.emits_states or kept else (result, [])
-        for index, (state, units) in enumerate(zip(states if kept else [], sizes)):
-            name = state_output_name(first_states[marker.name] + index)
+        for index, state, units in zip(indices, states if kept else [], sizes):
+            name = state_output_name(index)
             builder.nodes.append(onnx.helper.make_node("Identity", [state], [name]))
             proto.graph.input.append(onnx.helper.make_tensor_value_info(
-                kept[index], onnx.TensorProto.FLOAT, [batch, units]))
+                state_input_name(index), onnx.TensorProto.FLOAT, [batch, units]))
             proto.graph.output.append(onnx.helper.make_tensor_value_info(
                 name, onnx.TensorProto.FLOAT, [batch, units]))
         states = states if marker.emits_states else []

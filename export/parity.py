@@ -102,11 +102,12 @@ def verify(
             (default 1.0); held-out inputs must reach HELD_OUT_MIN_AGREEMENT.
         seed: for the held-out inputs.
 
-    A model with `stateful=True` layers (or a file that carries a state) is compared over a
-    run of calls, each continuing from the state the last one left, both sides starting from a
-    reset state: `inputs` as consecutive batches of the model's batch size, then the held-out
-    ones. A file that forgets or freezes the state differs from the second call on. The
-    Keras model's own state is put back afterwards.
+    A model with `stateful=True` layers is compared over a run of calls, each continuing from
+    the state the last one left, both sides starting from a reset state: `inputs` as
+    consecutive batches of the model's batch size, then the held-out ones. A file that
+    forgets or freezes the state differs from the second call on; a file that keeps a state
+    for a model without one is refused (not this model's file). The Keras model's own state
+    is put back afterwards.
 
     Returns:
         A `ParityReport`; `report.passed` says whether it met its bound. NaN compares equal
@@ -116,7 +117,7 @@ def verify(
         input_specs,
         keras_outputs,
         output_names,
-        stateful_layers,
+        stateful_batch,
         states_reset,
     )
     from export.runtime import load
@@ -130,19 +131,23 @@ def verify(
             f"{sorted(exported.output_names)}; the model has {[n for n, _, _ in specs]} and "
             f"{output_names(model)}: it was not exported from this model.")
     given = _given_case(specs, inputs)
-    stateful = bool(stateful_layers(model)) or getattr(exported, "stateful", False)
-    held_out = _held_out_cases(model, specs, exported, given, seed, stateful=stateful)
+    batch = stateful_batch(model)  # None: no state kept between calls
+    if batch is None and exported.stateful:
+        raise ValueError(
+            f"{Path(path).name} carries a state from call to call, but the model has no "
+            "stateful layers: it was not exported from this model.")
+    held_out = _held_out_cases(model, specs, exported, given, seed, batch=batch)
     cases = [("given", given)] * (given is not None) + [("held_out", c) for c in held_out]
-    if stateful:
-        cases = [(kind, part) for kind, case in cases for part in _consecutive(case, model)]
-        if getattr(exported, "stateful", False):
-            exported.reset_states()
+    if batch is not None:
+        cases = [(kind, part) for kind, case in cases for part in _consecutive(case, batch)]
+        exported.reset_states()
     differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
     shapes = []
     with states_reset(model):
         for kind, case in cases:
             expected = keras_outputs(model, case)
-            actual = exported.run_named(case) if stateful else _run_in_batches(exported, case)
+            actual = (_run_in_batches(exported, case) if batch is None
+                      else exported.run_named(case))
             for name, value in expected.items():
                 if actual[name].shape != value.shape:
                     raise ValueError(
@@ -239,11 +244,8 @@ def _run_in_batches(exported, feeds: dict) -> dict:
     return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}
 
 
-def _consecutive(case: dict, model) -> list[dict]:
+def _consecutive(case: dict, batch: int) -> list[dict]:
     """A stateful model's inputs as consecutive calls of its fixed batch size."""
-    from export.graph import state_variables, stateful_layers
-
-    batch = int(state_variables(stateful_layers(model)[0])[0].shape[0])
     rows = len(next(iter(case.values())))
     if rows % batch:
         raise ValueError(
@@ -281,8 +283,8 @@ def _given_case(specs, inputs):
     return case
 
 
-def _held_out_cases(model, specs, exported, given, seed: int, *, stateful=False) -> list[dict]:
-    from export.graph import all_layers, state_variables, stateful_layers
+def _held_out_cases(model, specs, exported, given, seed: int, *, batch=None) -> list[dict]:
+    from export.graph import all_layers
 
     rng = np.random.default_rng(seed)
     layers = list(all_layers(model))
@@ -300,8 +302,7 @@ def _held_out_cases(model, specs, exported, given, seed: int, *, stateful=False)
         if given is not None:
             given_len = next((a.shape[1] for a in given.values() if a.ndim > 1), None)
         batches, lengths = [1, 3, 5], [1, given_len or 7, 40]
-    if stateful and stateful_layers(model):  # three calls each, of the state's batch
-        batch = int(state_variables(stateful_layers(model)[0])[0].shape[0])
+    if batch is not None:  # a stateful model: three calls each, of the state's batch
         batches = [batch * 3] * len(batches)
     cases = []
     for batch, length in zip(batches, lengths):

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, write_atomic
-from export.runtime import MAIN_INPUT, MAIN_OUTPUT
+from export.graph import state_labels
+from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name, state_output_name
 from export.structure import (
     Activation,
     Bidirectional,
@@ -47,23 +48,10 @@ ATTENTION_NAME = "attention_weights"
 STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
 
 
-def state_name(index: int) -> str:
-    return f"state_{index}"
-
-
-def next_state_name(index: int) -> str:
-    return f"next_state_{index}"
-
-
 def step_states(structure) -> list[tuple[str, int]]:
     """`(label, units)` for each state the step model carries, in order."""
-    states = []
-    for layer in structure.layers:
-        if isinstance(layer, Recurrent):
-            states.append((f"{layer.name}/h", layer.units))
-            if layer.cell == "lstm":
-                states.append((f"{layer.name}/c", layer.units))
-    return states
+    return [state for layer in structure.layers if isinstance(layer, Recurrent)
+            for state in state_labels(layer.name, layer)]
 
 
 def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = None,
@@ -90,9 +78,10 @@ def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = Non
     return write_atomic(path, data)
 
 
-def streamable_structure(model):
-    """The model's structure, refused with a clear error if it cannot run step by step."""
-    structure = read_model(model)
+def streamable_structure(model, structure=None):
+    """The model's structure (`structure`, if already read), refused with a clear error if it
+    cannot run step by step."""
+    structure = read_model(model) if structure is None else structure
     for layer in structure.layers:
         if isinstance(layer, Bidirectional) or (isinstance(layer, Recurrent) and layer.go_backwards):
             raise UnsupportedModelError(
@@ -110,10 +99,10 @@ def _chain(model):
     step model), refused when it cannot stream; None for any other graph, which
     `export.streaming` rebuilds."""
     try:
-        read_model(model)
+        structure = read_model(model)
     except UnsupportedModelError:
         return None
-    return streamable_structure(model)
+    return streamable_structure(model, structure)
 
 
 def with_states(structure, metadata):
@@ -161,7 +150,7 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
         specs = [tf.TensorSpec((batch_size, structure.input_shape[2]), tf.float32,
                                name=INPUT_NAME)]
     states = step_states(structure)
-    specs += [tf.TensorSpec((batch_size, units), tf.float32, name=state_name(i))
+    specs += [tf.TensorSpec((batch_size, units), tf.float32, name=state_input_name(i))
               for i, (_, units) in enumerate(states)]
     if attention is not None:
         units = attention.units
@@ -193,7 +182,7 @@ def step_tflite(structure, *, batch_size: int, metadata: dict | None, attention=
             elif isinstance(layer, Activation):
                 values = activation_op(layer.activation, values)
         outputs[OUTPUT_NAME] = values
-        outputs.update({next_state_name(i): s for i, s in enumerate(new_states)})
+        outputs.update({state_output_name(i): s for i, s in enumerate(new_states)})
         return outputs
 
     flatbuffer = convert_function(step, specs, structure)
@@ -251,7 +240,7 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
         inputs = [onnx.helper.make_tensor_value_info(
             INPUT_NAME, float_type, ["batch", structure.input_shape[2]])]
     states = step_states(structure)
-    inputs += [onnx.helper.make_tensor_value_info(state_name(i), float_type, ["batch", units])
+    inputs += [onnx.helper.make_tensor_value_info(state_input_name(i), float_type, ["batch", units])
                for i, (_, units) in enumerate(states)]
     outputs = []
     if attention is not None:
@@ -270,9 +259,9 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
             # X (1, batch, features); initial_h / initial_c (1, batch, units)
             x = graph.node("Unsqueeze", [values, axis0], "x")
             operator_inputs, attributes = graph.operator_inputs(layer.name, [layer], x, "forward")
-            operator_inputs += ["", graph.node("Unsqueeze", [state_name(index), axis0], "h0")]
+            operator_inputs += ["", graph.node("Unsqueeze", [state_input_name(index), axis0], "h0")]
             if layer.cell == "lstm":
-                operator_inputs.append(graph.node("Unsqueeze", [state_name(index + 1), axis0],
+                operator_inputs.append(graph.node("Unsqueeze", [state_input_name(index + 1), axis0],
                                                   "c0"))
             count = 3 if layer.cell == "lstm" else 2
             results = graph.node(OPERATOR[layer.cell], operator_inputs, OPERATOR[layer.cell],
@@ -293,8 +282,8 @@ def step_onnx(structure, *, name: str, opset: int, metadata: dict | None, attent
     outputs.insert(0, onnx.helper.make_tensor_value_info(OUTPUT_NAME, float_type,
                                                          ["batch", None]))
     for i, (state, (_, units)) in enumerate(zip(new_states, states)):
-        graph.nodes.append(onnx.helper.make_node("Identity", [state], [next_state_name(i)]))
-        outputs.append(onnx.helper.make_tensor_value_info(next_state_name(i), float_type,
+        graph.nodes.append(onnx.helper.make_node("Identity", [state], [state_output_name(i)]))
+        outputs.append(onnx.helper.make_tensor_value_info(state_output_name(i), float_type,
                                                           ["batch", units]))
     graph_proto = onnx.helper.make_graph(graph.nodes, name, inputs, outputs,
                                          initializer=graph.initializers)

@@ -28,6 +28,8 @@ from export.graph import (
     describe_recurrent,
     input_specs,
     output_names,
+    state_labels,
+    states_by_layer,
 )
 from export.runtime import state_input_name, state_output_name
 from export.step import STATES_METADATA
@@ -63,8 +65,7 @@ def check_streams(model) -> list[tuple[str, int]]:
             blockers.append(f"{layer.name!r} ({kind}) reads the sequence backwards, so its "
                             "output at a step depends on steps not yet seen")
         elif isinstance(description, Recurrent):
-            for which in ("h", "c")[:2 if description.cell == "lstm" else 1]:
-                layout.append((f"{layer.name}/{which}", description.units))
+            layout += state_labels(layer.name, description)
         elif description is not None:
             blockers.append(f"{layer.name!r} ({kind}): a stack of cells does not stream yet")
         elif kind in STEPWISE and not _on_last_axis(layer):
@@ -146,17 +147,14 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool):
     graph = clone_with(model, with_channel, batched_dense=batched_dense)
     input_count = len(input_specs(model))
     names = output_names(model)
-    owners = {}  # layer -> how many states it carries, in layout order
-    for label, _ in layout:
-        owner = label.rsplit("/", 1)[0]
-        owners[owner] = owners.get(owner, 0) + 1
+    owners = states_by_layer(layout)  # layer -> its states' indices, in layout order
 
     def step(*arguments):
         inputs = [tf.expand_dims(value, 1) for value in arguments[:input_count]]
-        states = list(arguments[input_count:])
+        states = arguments[input_count:]
         channel.final.clear()
-        for owner, count in owners.items():
-            channel.given[owner], states = states[:count], states[count:]
+        for owner, indices in owners.items():
+            channel.given[owner] = [states[index] for index in indices]
         results = as_list(graph(inputs[0] if len(inputs) == 1 else inputs, training=False))
         # a sequence output (batch, 1, ...) is this step's output (batch, ...)
         outputs = {name: tf.squeeze(value, 1) if value.shape.rank >= 3 else value
@@ -212,5 +210,5 @@ def graph_step_onnx(model, *, opset: int, metadata: dict | None):
     return converted_graph(
         frozen, markers, opset, input_names=[spec.name for spec in specs],
         # (in sorted order, as the function's dict of outputs flattens)
-        outputs=[(name, shapes[name]) for name in sorted(shapes)], first_states={},
+        outputs=[(name, shapes[name]) for name in sorted(shapes)], carried_states={},
         metadata={**(metadata or {}), STATES_METADATA: json.dumps(layout)})

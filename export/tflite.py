@@ -29,18 +29,19 @@ from export.graph import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
     all_layers,
-    as_list,
     cell_runs,
     check_exportable,
     clone_with,
     describe_recurrent,
     frozen_inference,
     input_specs,
+    named_inference,
     output_names,
     recurrent_forms,
     stand_in_base,
     state_layout,
     state_variables,
+    stateful_batch,
     stateful_layers,
     states_reset,
 )
@@ -67,6 +68,7 @@ from export.structure import (
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 QUANTIZE = (None, "dynamic", "float16", "int8")
+SERVE_SIGNATURE = "serve"  # a stateful file's inference signature (beside RESET_SIGNATURE)
 FORMS = ("auto", "unrolled", "while", "fused")
 FORM_NAMES = {"unrolled": "unrolled", "while": "WHILE loop",  # how the report names them
               "fused": "UNIDIRECTIONAL_SEQUENCE_LSTM"}
@@ -155,7 +157,7 @@ def build_tflite(
         raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
     check_exportable(model)
     stateful = stateful_layers(model)
-    batch_size = _batch_size(batch_size, stateful)
+    batch_size = _batch_size(batch_size, model, stateful)
     if form == "fused" and stateful:
         raise ValueError(
             f"form='fused' cannot keep the state of the stateful layers "
@@ -190,7 +192,7 @@ def build_tflite(
             "(the training data is a good choice) to calibrate the integer ranges."
         )
     calibration = (_calibration_batches(fixed, representative_data, batch_size,
-                                        signature="serve" if stateful else None)
+                                        signature=SERVE_SIGNATURE if stateful else None)
                    if quantize == "int8" else None)
     layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
@@ -237,9 +239,9 @@ def build_tflite(
                         if form == "fused" else None)
 
 
-def _batch_size(batch_size, stateful) -> int:
+def _batch_size(batch_size, model, stateful) -> int:
     """The file's fixed batch: a stateful model's own (its state has one row per batch row)."""
-    own = int(state_variables(stateful[0])[0].shape[0]) if stateful else None
+    own = stateful_batch(model)
     if batch_size is None:
         return own or 1
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
@@ -261,13 +263,10 @@ def _stateful_converter(graph, model, signature):
     is only read."""
     import tensorflow as tf
 
-    names = output_names(model)
     variables = [variable for layer in stateful_layers(model)
                  for variable in state_variables(layer)]
-
-    def serve(*inputs):
-        results = graph(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
-        return dict(zip(names, as_list(results)))
+    serve = named_inference(graph, model)
+    serve.__name__ = SERVE_SIGNATURE  # the converter names each signature after its function
 
     def reset(*states):
         for variable, state in zip(variables, states):
@@ -275,7 +274,7 @@ def _stateful_converter(graph, model, signature):
         return {state_output_name(index): variable.value.read_value()
                 for index, variable in enumerate(variables)}
 
-    reset.__name__ = RESET_SIGNATURE  # the converter names each signature after its function
+    reset.__name__ = RESET_SIGNATURE
 
     holder = tf.Module()  # owns every variable, so the converter can freeze or keep each
     # (Keras does not list a layer's state variables among the model's variables)
@@ -680,9 +679,9 @@ def unrolled_class():
 
 
 def frozen_converter(frozen, signature, names):
-    """The TFLite converter for a frozen function returning a dict of outputs `names`, handed
-    over with a trackable owner: the converter's current path, which writes a signature with
-    the inputs' and outputs' names."""
+    """The TFLite converter (builtin ops) for a traced function (frozen, or of constants only)
+    returning a dict of outputs `names`, handed over with a trackable owner: the converter's
+    current path, which writes a signature with the inputs' and outputs' names."""
     import tensorflow as tf
 
     def named(*inputs):  # the frozen function's outputs under their names again
@@ -700,16 +699,11 @@ def frozen_converter(frozen, signature, names):
 
 
 def convert_function(function, input_signature, structure) -> bytes:
-    """Converts a Python function of TF ops to builtin-only TFLite, keeping a signature with
-    the named inputs and outputs (multi-input files such as step models need the names)."""
-    import tensorflow as tf
-
-    holder = tf.Module()  # a trackable owner: the converter then writes the signature
-    holder.function = tf.function(function, input_signature=input_signature, autograph=False)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions(
-        [holder.function.get_concrete_function()], holder)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    return convert(converter, [layer.name for layer in structure.layers])
+    """Converts a Python function of TF ops returning a dict of named outputs to
+    builtin-only TFLite, keeping a signature with the named inputs and outputs (multi-input
+    files such as step models need the names)."""
+    return convert(frozen_converter(function, input_signature, ()),
+                   [layer.name for layer in structure.layers])
 
 
 def convert(converter, layer_names) -> bytes:

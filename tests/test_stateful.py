@@ -144,6 +144,10 @@ def test_verify_fails_a_file_whose_state_is_frozen(exported, tmp_path):
                  export_onnx(stateless, tmp_path / "frozen.onnx")):
         report = verify(model, path, calls)
         assert not report.passed and report.max_abs_diff > 1e-3, str(report)
+    # and the other way round: a stateless model against a file that carries a state
+    for path in exported[1].values():
+        with pytest.raises(ValueError, match="carries a state from call to call, but the model"):
+            verify(stateless, path, calls)
 
 
 def test_stateful_refusals(exported, tmp_path):

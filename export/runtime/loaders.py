@@ -92,8 +92,11 @@ class TFLiteModel:
         else:
             self._inputs = {d["name"]: d for d in self._interpreter.get_input_details()}
             self._outputs = {d["name"]: d for d in self._interpreter.get_output_details()}
-        self._input = self._inputs.get(MAIN_INPUT) or next(iter(self._inputs.values()))
-        self._output = self._outputs.get(MAIN_OUTPUT) or next(iter(self._outputs.values()))
+        self._input_name = MAIN_INPUT if MAIN_INPUT in self._inputs else next(iter(self._inputs))
+        self._output_name = (MAIN_OUTPUT if MAIN_OUTPUT in self._outputs
+                             else next(iter(self._outputs)))
+        self._input = self._inputs[self._input_name]
+        self._output = self._outputs[self._output_name]
         self.input_shape = tuple(int(d) for d in self._input["shape"])
         self.input_dtype = np.dtype(self._input["dtype"])
         # A fused LSTM keeps its state in variable tensors across invoke() calls: reset them
@@ -111,9 +114,7 @@ class TFLiteModel:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
         inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
         if self.state_layout:
-            name = next(name for name, detail in self._inputs.items() if detail is self._input)
-            return self.run_named({name: inputs}, check=False)[
-                next(name for name, detail in self._outputs.items() if detail is self._output)]
+            return self.run_named({self._input_name: inputs}, check=False)[self._output_name]
         if self._stateful:
             self._interpreter.reset_all_variables()
         self._interpreter.set_tensor(self._input["index"], inputs)

@@ -13,6 +13,7 @@ _EXPORTS = {
     "format_table": "export.parity",
     "ParityReport": "export.parity",
     "verify": "export.parity",
+    "verify_step": "export.parity",
     "vocabulary_metadata": "export.metadata",
 }
 

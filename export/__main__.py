@@ -1,19 +1,49 @@
 """python -m export MODEL.keras --to tflite onnx [--quantize dynamic] [--seq-len N] [--out DIR]
-[--verify]
+[--verify] [--step]
 
-Exports a saved Keras RNN model and prints a parity table. Exit codes: 0 success, 1 a file
-failed verification, 2 bad input (missing or corrupt model, unwritable output, unsupported
-model); on any error no file of this run is left behind.
+Exports a saved Keras RNN model and prints a parity table. The files are named from `--out`
+and the model file's stem alone: `DIR/STEM.tflite`, `DIR/STEM.QUANTIZE.tflite`, `DIR/STEM.onnx`,
+or with `--step` the streaming step models `DIR/STEM.step.tflite` / `DIR/STEM.step.onnx`; what is
+written is chosen by the options, never by the model file's name.
+
+Exit codes: 0 success, 1 a file failed verification, 2 bad input (missing or corrupt model,
+unwritable output, unsupported model), 128 + N when stopped by signal N (SIGINT, SIGTERM,
+SIGHUP). Files are written and verified in a private folder inside `--out` and reach their
+names only when every one of them passed: on any error or stop, no file of this run is left
+behind and the files an earlier run wrote there are kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
 MAX_BATCH_SIZE = 4096  # a fixed TFLite batch beyond this is a typo, not a device's batch
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A .keras archive is read only within these bounds, checked on its zip directory before Keras
+# opens it, so a small archive that inflates to gigabytes is refused at once with bounded
+# memory. Keras stores members uncompressed (about 1:1); DEFLATE reaches about 1000:1.
+MAX_CONFIG_BYTES = 64 << 20  # config.json / metadata.json: a model of thousands of layers is a few MB
+MAX_ARCHIVE_BYTES = 16 << 30  # every member together, uncompressed
+MAX_EXPANSION = 100  # uncompressed / stored, for members over EXPANSION_FLOOR_BYTES
+EXPANSION_FLOOR_BYTES = 1 << 20
+
+
+class Stopped(BaseException):
+    """A stop signal arrived: raised where the program is, so every cleanup runs on the way
+    out, for SIGTERM (timeout, docker stop, systemd) and SIGHUP as for Ctrl-C. A BaseException,
+    like KeyboardInterrupt, so that no `except Exception` swallows it."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame):
+    raise Stopped(signum)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -30,7 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="TFLite batch (default 1, or a stateful model's own batch)")
     parser.add_argument("--form", choices=("auto", "unrolled", "while", "fused"), default="auto",
-                        help="TFLite time loop (default auto: unrolled up to 1000 steps)")
+                        help="TFLite time loop (default auto: unrolled up to 500 cell steps, "
+                        "a WHILE loop beyond)")
+    parser.add_argument("--step", action="store_true",
+                        help="write streaming step models (STEM.step.tflite / STEM.step.onnx: "
+                        "one step in, the state carried by the caller) instead of sequence "
+                        "models; --verify streams held-out sequences through them")
     parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration (an .npz "
                         "by input name for a model with several inputs); --verify compares on "
                         "it too")
@@ -47,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
+    try:
+        return _main(args)
+    except (Stopped, KeyboardInterrupt) as stop:
+        signum = getattr(stop, "signum", signal.SIGINT)
+        print(f"\nstopped by {signal.Signals(signum).name}: no file of this run was kept",
+              file=sys.stderr)
+        return 128 + signum
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(args) -> int:
     from export.pipeline import VerificationFailed
 
     try:
@@ -116,7 +165,8 @@ def _run(args):
     return export_and_verify(
         model, out, model_path.stem, formats=args.to, quantize=quantize,
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
-        metadata=metadata, verify_files=args.verify, form=args.form, progress=True,
+        metadata=metadata, verify_files=args.verify, form=args.form, step=args.step,
+        progress=True,
     )
 
 
@@ -164,6 +214,11 @@ def _checked_calibration(label, data):
 def _load_model(model_path: Path, *, trust_python_layers: bool):
     import zipfile
 
+    if not zipfile.is_zipfile(model_path):
+        raise ValueError(f"{str(model_path)!r} is not a .keras archive (a zip file written by "
+                         "model.save('m.keras')); it may be corrupt or truncated.")
+    _check_archive(model_path)  # before TensorFlow starts: a bomb is refused at once
+
     from keras_rnn.quiet import load_tensorflow
 
     load_tensorflow()
@@ -171,9 +226,6 @@ def _load_model(model_path: Path, *, trust_python_layers: bool):
 
     import keras_rnn.seq2seq  # noqa: F401  (registers the translators' VocabularyEmbedding)
 
-    if not zipfile.is_zipfile(model_path):
-        raise ValueError(f"{str(model_path)!r} is not a .keras archive (a zip file written by "
-                         "model.save('m.keras')); it may be corrupt or truncated.")
     try:
         return keras.models.load_model(model_path, compile=False,
                                        safe_mode=not trust_python_layers)
@@ -189,6 +241,33 @@ def _load_model(model_path: Path, *, trust_python_layers: bool):
             f"Cannot load {str(model_path)!r} as a Keras model: the archive is damaged or was "
             f"not written by Keras 3 ({type(error).__name__}: {first_line})."
         ) from None
+
+
+def _check_archive(model_path: Path) -> None:
+    """Refuses a .keras archive whose declared sizes exceed the bounds above (zipfile never
+    inflates a member past its declared size, so these bound what loading reads)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as error:
+        raise ValueError(f"{str(model_path)!r} is not a readable .keras archive ({error}).") from None
+    total = 0
+    for member in members:
+        total += member.file_size
+        large = member.file_size > EXPANSION_FLOOR_BYTES
+        if member.filename in ("config.json", "metadata.json") and member.file_size > MAX_CONFIG_BYTES:
+            reason = f"its {member.filename} inflates to {member.file_size} bytes"
+        elif large and member.file_size > MAX_EXPANSION * max(member.compress_size, 1):
+            reason = (f"its member {member.filename!r} inflates {member.compress_size} stored "
+                      f"bytes to {member.file_size}")
+        elif total > MAX_ARCHIVE_BYTES:
+            reason = f"its members inflate to more than {MAX_ARCHIVE_BYTES} bytes"
+        else:
+            continue
+        raise ValueError(f"{str(model_path)!r} is refused: {reason}, more than a Keras model "
+                         "archive holds (a decompression bomb?).")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,17 @@ ONNX_TOLERANCE = 1e-5
 # float32 sums and uses its own tanh/logistic approximations. Measured here: at most 3.6e-7 on
 # the lecture models. 1e-4 is the bound Keras's LiteRT export tests use for float files.
 TFLITE_TOLERANCE = 1e-4
+# The bounds above are absolute: an output whose values are all small (a head with small
+# weights, a probability near 0) would pass them while wrong (measured: a file exported from
+# an unrelated model of the same shape, outputs around 1e-4, 158% off, passed both). So every
+# float output must also stay within its own scale: max|diff| <= RELATIVE_FLOOR +
+# RELATIVE_TOLERANCE * max|Keras output|. Float32 rounding moves exact exports by about 1e-7
+# of the output's scale (measured above on outputs of order 1), so 1e-3 of the scale is 10^4
+# times that margin while any other model's output, off by the order of the output itself,
+# fails it. The floor: the hidden states (within [-1, 1]) carry float32 rounding of about 1e-7
+# per step into any output, however small its scale.
+RELATIVE_TOLERANCE = 1e-3
+RELATIVE_FLOOR = 1e-6
 # Quantized files (int8 / float16 weights) are not judged on values but on decisions: the
 # share of steps whose argmax (predicted class) equals the Keras model's, on the inputs the user
 # gave (the calibration data for int8: every decision kept) ...
@@ -55,11 +66,15 @@ class ParityReport:
     nonfinite_mismatches: int = 0  # positions NaN/inf on one side only (both NaN agree)
     held_out_agreement: float | None = None  # quantized files: agreement on held-out inputs
     forms: dict = field(default_factory=dict)  # {recurrent layer: the form its loop got}
+    # per output: max|diff| / (RELATIVE_FLOOR + RELATIVE_TOLERANCE * max|Keras|), the share of
+    # its own-scale bound used (float files pass only with every value <= 1)
+    scaled_diffs: dict = field(default_factory=dict)
 
     @property
     def judged_on(self) -> str:
         if self.tolerance is not None:
-            return f"max abs diff <= {self.tolerance:g}"
+            return (f"max abs diff <= {self.tolerance:g} and <= {RELATIVE_FLOOR:g} + "
+                    f"{RELATIVE_TOLERANCE:g} max|Keras|")
         return (f"argmax agreement >= {self.min_agreement:.0%} (held-out >= "
                 f"{HELD_OUT_MIN_AGREEMENT:.0%})")
 
@@ -85,6 +100,7 @@ def verify(
     tolerance: float | None = None,
     min_agreement: float | None = None,
     seed: int = 0,
+    trusted: bool = False,
 ) -> ParityReport:
     """Compares a Keras model with its exported file on the same inputs.
 
@@ -101,6 +117,8 @@ def verify(
         min_agreement: for quantized files, the minimum argmax agreement on `inputs`
             (default 1.0); held-out inputs must reach HELD_OUT_MIN_AGREEMENT.
         seed: for the held-out inputs.
+        trusted: the file was just written by this process's exporters: skip the check that
+            runs a .tflite file in a child process first (`export.runtime.load`).
 
     A model with `stateful=True` layers is compared over a run of calls, each continuing from
     the state the last one left, both sides starting from a reset state: `inputs` as
@@ -123,7 +141,7 @@ def verify(
     from export.runtime import load
 
     specs = input_specs(model)
-    exported = load(path)
+    exported = load(path, trusted=trusted)
     missing = sorted({name for name, _, _ in specs} - set(exported.inputs))
     if missing or sorted(exported.output_names) != sorted(output_names(model)):
         raise ValueError(
@@ -142,7 +160,7 @@ def verify(
         cases = [(kind, part) for kind, case in cases for part in _consecutive(case, batch)]
         exported.reset_states()
     differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
-    shapes = []
+    shapes, per_output = [], {}
     with states_reset(model):
         for kind, case in cases:
             expected = keras_outputs(model, case)
@@ -156,6 +174,7 @@ def verify(
                 difference, mismatches = compare(actual[name], value)
                 differences.append(difference)
                 nonfinite += mismatches
+                _track(per_output, name, difference, value)
                 if value.ndim > 1 and value.shape[-1] > 1:
                     agreements[kind].append(
                         (actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
@@ -182,7 +201,7 @@ def verify(
         bound = None
         if tolerance is None:
             tolerance = TFLITE_TOLERANCE if exported.format == "tflite" else ONNX_TOLERANCE
-        passed = max_diff <= tolerance
+        passed = max_diff <= tolerance and all(v <= 1 for v in _scaled(per_output).values())
     return ParityReport(
         format=exported.format,
         path=str(path),
@@ -197,7 +216,89 @@ def verify(
         nonfinite_mismatches=nonfinite,
         held_out_agreement=held_out_agreement,
         forms=_forms(exported),
+        scaled_diffs=_scaled(per_output),
     )
+
+
+def _track(per_output: dict, name: str, difference: float, expected) -> None:
+    """Keeps each output's largest difference and largest finite |Keras| value."""
+    finite = np.abs(np.asarray(expected, np.float64)[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 0.0
+    old_difference, old_scale = per_output.get(name, (0.0, 0.0))
+    per_output[name] = (max(old_difference, difference), max(old_scale, scale))
+
+
+def _scaled(per_output: dict) -> dict:
+    """Each output's difference as a share of its own-scale bound (see RELATIVE_TOLERANCE)."""
+    return {name: difference / (RELATIVE_FLOOR + RELATIVE_TOLERANCE * scale)
+            for name, (difference, scale) in per_output.items()}
+
+
+def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
+                trusted: bool = False) -> ParityReport:
+    """Compares a streaming step model file (`export.step.export_step`) with its Keras model.
+
+    Seeded held-out sequences (one step and seven) are fed step by step from zero states,
+    carrying the state as a device does; every step's output must equal what Keras gives on
+    the whole sequence (its last step's, for a model with one output per sequence), within
+    the format's float bound and each output's own scale, as `verify` judges float files.
+
+    Args:
+        model: the source Keras model (one input, one output).
+        path: the `.step.tflite` or `.step.onnx` file.
+    """
+    from export.graph import input_specs, keras_outputs, output_names
+    from export.runtime import StepModel
+
+    step_model = StepModel(path, trusted=trusted)
+    specs = input_specs(model)
+    if len(specs) != 1 or len(output_names(model)) != 1:
+        raise ValueError(
+            f"verify_step compares models of one input and one output; {model.name!r} has "
+            f"{len(specs)} and {len(output_names(model))}: stream {Path(path).name} with "
+            "export.runtime.StepModel on your own sequences.")
+    (name, shape, _), = specs
+    rng = np.random.default_rng(seed)
+    batch = step_model.batch_size or 3
+    differences, per_output, nonfinite, shapes = [], {}, 0, []
+    for length in (1, 7):
+        if step_model.takes_ids:
+            sequence = rng.integers(1, max(_vocabulary_size(model), 2), (batch, length))
+        else:
+            sequence = rng.normal(size=(batch, length, shape[-1])).astype(np.float32)
+        sequence = sequence.astype(step_model.input_dtype)
+        expected = next(iter(keras_outputs(model, {name: sequence}).values()))
+        state, steps = step_model.initial_state(batch), []
+        for t in range(length):
+            output, state = step_model.step(sequence[:, t], state)
+            steps.append(output)
+        streamed = np.stack(steps, axis=1) if expected.ndim == steps[-1].ndim + 1 else steps[-1]
+        if streamed.shape != expected.shape:
+            raise ValueError(f"{Path(path).name} streams outputs of shape {streamed.shape}; the "
+                             f"Keras model returned {expected.shape}: not this model's file.")
+        difference, mismatches = compare(streamed, expected)
+        differences.append(difference)
+        nonfinite += mismatches
+        _track(per_output, "outputs", difference, expected)
+        shapes.append(sequence.shape)
+    if tolerance is None:
+        tolerance = TFLITE_TOLERANCE if step_model.model.format == "tflite" else ONNX_TOLERANCE
+    max_diff = max(differences)
+    scaled = _scaled(per_output)
+    return ParityReport(
+        format=step_model.model.format, path=str(path), size_bytes=Path(path).stat().st_size,
+        quantized=False, max_abs_diff=max_diff, argmax_agreement=None, tolerance=tolerance,
+        min_agreement=None, passed=bool(max_diff <= tolerance and scaled["outputs"] <= 1),
+        cases=shapes, nonfinite_mismatches=nonfinite, scaled_diffs=scaled,
+    )
+
+
+def _vocabulary_size(model) -> int:
+    """The smallest Embedding's vocabulary: ids drawn below it are valid for every input."""
+    from export.graph import all_layers
+
+    return min((layer.input_dim for layer in all_layers(model) if hasattr(layer, "input_dim")
+                and type(layer).__name__ == "Embedding"), default=10)
 
 
 def _forms(exported) -> dict:
@@ -288,8 +389,7 @@ def _held_out_cases(model, specs, exported, given, seed: int, *, batch=None) -> 
 
     rng = np.random.default_rng(seed)
     layers = list(all_layers(model))
-    vocabulary = min((layer.input_dim for layer in layers if hasattr(layer, "input_dim")
-                      and type(layer).__name__ == "Embedding"), default=10)
+    vocabulary = _vocabulary_size(model)
     masking = [layer for layer in layers if type(layer).__name__ == "Masking"]
     masked = bool(masking) or any(getattr(layer, "mask_zero", False) for layer in layers)
     padding_value = masking[0].mask_value if masking else 0

@@ -7,21 +7,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from export._files import directory_lock, removed_on_failure
+from export._files import directory_lock, staged_in
 
 FORMATS = ("tflite", "onnx")
 
 
 class VerificationFailed(ValueError):
     """An exported file does not compute what the Keras model computes; `rows` holds every
-    file's `(label, ParityReport)`. None of the run's files were kept."""
+    file's `(label, ParityReport)`. None of the run's files were kept, and the output directory
+    holds what it held before the run."""
 
     def __init__(self, rows):
         self.rows = rows
         failed = [label for label, report in rows if not report.passed]
         super().__init__(
             f"{', '.join(failed)} failed verification against the Keras model, so no file of "
-            "this export was kept (see the parity table).")
+            "this export was kept and the output directory is as it was (see the parity table).")
 
 
 def export_model(model, path, **options):
@@ -64,6 +65,7 @@ def export_and_verify(
     metadata: dict | None = None,
     verify_files: bool = True,
     form: str = "auto",
+    step: bool = False,
     progress: bool = False,
 ):
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
@@ -75,6 +77,10 @@ def export_and_verify(
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
         form: the TFLite time-loop form (`export.tflite.choose_form`).
+        step: write streaming step models `name.step.{tflite,onnx}` (`export.step.export_step`)
+            instead, verified by streaming held-out sequences (`export.parity.verify_step`).
+            Chosen here, never from `name`: a model file called `x.step.keras` is exported
+            like any other.
         progress: show Keras's progress bar over the files written and verified.
 
     Returns:
@@ -83,13 +89,15 @@ def export_and_verify(
 
     Raises:
         VerificationFailed: a file failed verification (its `rows` hold every report).
-        If any export or verification fails, the files this call already wrote are removed
-        before the error propagates, so a failed run leaves no partial set behind. The
-        directory is locked for the call: a second export into it at the same time is refused.
+        Every file is written and verified in a private folder inside `directory` and reaches
+        its final name only when all of them passed; on any failure or interruption none of
+        them does, so a failed run leaves no partial set and keeps the files an earlier run
+        wrote there. The directory is locked for the call: a second export into it at the
+        same time is refused.
     """
     import numpy as np
 
-    from export.parity import verify
+    from export.parity import verify, verify_step
 
     check_formats(formats)
     directory = Path(directory)
@@ -99,36 +107,68 @@ def export_and_verify(
                    if np.ndim(value) > 1}
     elif seq_len is None and inputs is not None and not isinstance(inputs, (list, tuple)):
         seq_len = int(np.asarray(inputs).shape[1])
+    if step:
+        if any(variant is not None for variant in quantize):
+            raise ValueError("Step models are written in float32 only: drop --quantize.")
+        quantize = (None,)
     files = len(quantize) * ("tflite" in formats) + ("onnx" in formats)
     bar = None
     if progress:
         import keras
 
         bar = keras.utils.Progbar(files * (2 if verify_files else 1), unit_name="step")
-    with directory_lock(directory), removed_on_failure() as written:
-        if "tflite" in formats:
-            for variant in quantize:
-                suffix = "" if variant is None else f".{variant}"
-                written.append(export_model(
-                    model, directory / f"{name}{suffix}.tflite", batch_size=batch_size,
-                    seq_len=seq_len, quantize=variant,
+    with directory_lock(directory), staged_in(directory) as staging:
+        written = []
+        for file_name, fmt, variant in _planned_files(name, formats, quantize, step):
+            staged = staging.path(file_name)
+            if step:
+                from export.step import export_step
+
+                written.append(export_step(model, staged, batch_size=batch_size or 1,
+                                           metadata=metadata))
+            elif fmt == "tflite":
+                from export.tflite import export_tflite
+
+                written.append(export_tflite(
+                    model, staged, batch_size=batch_size, seq_len=seq_len, quantize=variant,
                     representative_data=inputs if variant == "int8" else None,
-                    metadata=metadata, form=form,
-                ))
-                _advance(bar)
-        if "onnx" in formats:
-            written.append(export_model(model, directory / f"{name}.onnx", metadata=metadata))
+                    metadata=metadata, form=form))
+            else:
+                from export.onnx import export_onnx
+
+                written.append(export_onnx(model, staged, metadata=metadata))
             _advance(bar)
-        labelled = [(path.stem, path) for path in written]  # label: name[.quantize]
-        if not verify_files:
-            return labelled
+        labels = [path.stem for path in written]  # label: name[.quantize]
         rows = []
-        for label, path in labelled:
-            rows.append((label, verify(model, path, inputs)))
-            _advance(bar)
-        if not all(report.passed for _, report in rows):
-            raise VerificationFailed(rows)  # removes the files: never ship a failed one
+        if verify_files:
+            for label, path in zip(labels, written):
+                # trusted: written a moment ago by this process into its private folder
+                report = (verify_step(model, path, trusted=True) if step
+                          else verify(model, path, inputs, trusted=True))
+                rows.append((label, report))
+                _advance(bar)
+            if not all(report.passed for _, report in rows):
+                raise VerificationFailed(rows)  # nothing published: never ship a failed file
+        finals = staging.publish(written)
+    if not verify_files:
+        return list(zip(labels, finals))
+    for (_, report), final in zip(rows, finals):
+        report.path = str(final)
     return rows
+
+
+def _planned_files(name: str, formats, quantize, step: bool) -> list[tuple]:
+    """`(file name, format, quantization)` of each file one run writes: decided by the options,
+    never read back from a name."""
+    if step:
+        return [(f"{name}.step.{fmt}", fmt, None) for fmt in FORMATS if fmt in formats]
+    files = []
+    if "tflite" in formats:
+        files += [(f"{name}{'' if variant is None else '.' + variant}.tflite", "tflite", variant)
+                  for variant in quantize]
+    if "onnx" in formats:
+        files.append((f"{name}.onnx", "onnx", None))
+    return files
 
 
 def _advance(bar) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export._files import check_writable, removed_on_failure, write_atomic
+from export._files import check_writable, staged_in, write_atomic
 from export.structure import ModelStructure, UnsupportedModelError, describe_layer
 
 SOURCE_NAME = "source"
@@ -123,10 +123,12 @@ def export_translator(model, path, *, source_len: int | None = None) -> list[Pat
         decoder = step_onnx(parts.decoder_structure, name=f"{stem}_decoder_step",
                             opset=DEFAULT_OPSET, metadata=metadata,
                             attention=parts.attention).SerializeToString()
-    with removed_on_failure() as written:
-        written.append(write_atomic(encoder_path, encoder))
-        written.append(write_atomic(decoder_path, decoder))
-    return written
+    # both files written beside each other first, then renamed together (all or none): a
+    # failure never leaves a new encoder beside an old decoder
+    with staged_in(encoder_path.parent if str(encoder_path.parent) else Path(".")) as staging:
+        staged = [write_atomic(staging.path(final.name), data)
+                  for final, data in ((encoder_path, encoder), (decoder_path, decoder))]
+        return staging.publish(staged)
 
 
 def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> bytes:

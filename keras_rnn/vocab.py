@@ -254,6 +254,8 @@ class Vocabulary:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise ValueError(f"Vocabulary JSON is not valid JSON: {error}.") from None
+        except RecursionError:  # JSON nested deeper than Python's parser recurses
+            raise ValueError("Vocabulary JSON is nested too deeply to be a vocabulary.") from None
         if not isinstance(data, dict):
             raise ValueError(
                 f"Vocabulary JSON must be an object with 'symbols' (a list of strings); got "

@@ -13,6 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))  # the examples are imported as modules here
 
 CELLS = ("simple_rnn", "lstm", "gru")
+TRAINED_FIXTURES = {"hihello_results", "sentiment_results", "author_results",
+                    "char_sequence_results", "long_sentence_results"}
+
+
+def pytest_collection_modifyitems(items):
+    """A test that needs a trained lecture model is slow (the fast tier, `pytest -m "not
+    slow"`, skips it); others carry `@pytest.mark.slow` where they convert large models,
+    install packages or start fresh processes."""
+    for item in items:
+        if TRAINED_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def _train_every_cell(example: str) -> dict:

@@ -3,6 +3,8 @@ the state carried by the caller; `generate` continues a prompt greedily, symbol 
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from export.runtime.loaders import (
@@ -19,12 +21,11 @@ class StepModel:
     """A streaming step model (`export.step.export_step`): one step's input and the state in,
     that step's output and the next state out. The caller carries the state."""
 
-    def __init__(self, path, *, num_threads: int = 1):
-        self.model = load(path, num_threads=num_threads)
+    def __init__(self, path, *, num_threads: int = 1, trusted: bool = False):
+        self.model = load(path, num_threads=num_threads, trusted=trusted)
         self.path = self.model.path
         self.metadata = self.model.metadata
-        self.state_names = sorted((name for name in self.model.inputs if name.startswith("state_")),
-                                  key=lambda name: int(name.split("_")[1]))
+        self.state_names = _state_names(self.model, self.path)
         if MAIN_INPUT not in self.model.inputs or not self.state_names or self.model.stateful:
             raise ModelFileError(
                 f"{str(self.path)!r} is not a step model (no 'inputs' and 'state_N' inputs): "
@@ -32,6 +33,12 @@ class StepModel:
             )
         self.input_shape, self.input_dtype = self.model.inputs[MAIN_INPUT]
         self.state_sizes = [self.model.inputs[name][0][1] for name in self.state_names]
+        missing = [f"next_{name}" for name in self.state_names
+                   if f"next_{name}" not in self.model.output_names]
+        if MAIN_OUTPUT not in self.model.output_names or missing:
+            raise ModelFileError(
+                f"{str(self.path)!r} is not a step model: it lacks the outputs "
+                f"{([MAIN_OUTPUT] if MAIN_OUTPUT not in self.model.output_names else []) + missing}.")
         self.batch_size = self.input_shape[0]  # None: any batch (ONNX)
         self._next_names = [f"next_{name}" for name in self.state_names]
 
@@ -57,6 +64,25 @@ class StepModel:
         feeds[MAIN_INPUT] = inputs
         results = self.last_results = self.model.run_named(feeds, check=check)
         return results[MAIN_OUTPUT], [results[name] for name in self._next_names]
+
+
+_STATE_NAME = re.compile(r"state_(\d{1,4})")
+
+
+def _state_names(model, path) -> list[str]:
+    """The `state_0, state_1, ...` inputs in order, each `(batch, units)`; a file that names
+    them otherwise (gaps, `state_abc`, another rank) is a ModelFileError naming the input."""
+    names = sorted((name for name in model.inputs if name.startswith("state_")),
+                   key=lambda name: (len(name), name))
+    for index, name in enumerate(names):
+        shape = model.inputs[name][0]
+        if name != f"state_{index}" or not _STATE_NAME.fullmatch(name):
+            raise ModelFileError(f"{str(path)!r}: state inputs must be state_0, state_1, ... in "
+                                 f"order; got {names[:8]}.")
+        if len(shape) != 2 or shape[1] is None or shape[1] < 1:
+            raise ModelFileError(f"{str(path)!r}: state input {name!r} has shape {shape}; "
+                                 "a state is (batch, units).")
+    return names
 
 
 def generate(step_model, prompt: str, length: int, vocabulary=None) -> str:

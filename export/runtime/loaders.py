@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
+
+from export.runtime.checks import (
+    ModelFileError,
+    check_external_locations,
+    check_tflite_in_child,
+    external_tensors,
+)
 
 TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metadata entry
 FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop got}
@@ -39,10 +47,6 @@ _ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(boo
                "tensor(float)": np.float32}
 
 
-class ModelFileError(ValueError):
-    """A missing, unreadable or corrupt exported model file."""
-
-
 def _read_bytes(path) -> bytes:
     path = Path(path)
     if not path.is_file():
@@ -54,17 +58,25 @@ def _read_bytes(path) -> bytes:
 
 
 class TFLiteModel:
-    """A .tflite file in the standalone LiteRT interpreter (fixed input shape)."""
+    """A .tflite file in the standalone LiteRT interpreter (fixed input shape).
+
+    Args:
+        trusted: skip the check that runs a file once in a child process before this process
+            opens it (`export.runtime.checks.check_tflite_in_child`): only for files you
+            wrote, since a crafted file can crash the interpreter.
+    """
 
     format = "tflite"
 
-    def __init__(self, path, *, num_threads: int = 1):
+    def __init__(self, path, *, num_threads: int = 1, trusted: bool = False):
         from ai_edge_litert.interpreter import Interpreter
 
         from keras_rnn.quiet import native_stderr_silenced
 
         self.path = Path(path)
         self.content = _read_bytes(path)
+        if not trusted:
+            check_tflite_in_child(self.content, self.path)
         try:
             with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
                 self._interpreter = Interpreter(model_content=self.content,
@@ -101,7 +113,11 @@ class TFLiteModel:
         self.input_dtype = np.dtype(self._input["dtype"])
         # A fused LSTM keeps its state in variable tensors across invoke() calls: reset them
         # before each run so every call starts from zero state, as the Keras model does.
-        self._stateful = _has_variable_tensors(self.content)
+        try:
+            self._stateful = _has_variable_tensors(self.content)
+        except (struct.error, TypeError, IndexError, ValueError, AttributeError) as error:
+            raise ModelFileError(f"{str(self.path)!r}: its tensor table is malformed "
+                                 f"({type(error).__name__}).") from None
         # (the state of stateful=True layers lives in resource variables, which that reset
         # leaves alone: it is carried from call to call until reset_states())
         self.inputs = {name: (tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]))
@@ -169,23 +185,41 @@ class TFLiteModel:
 
 
 class ONNXModel:
-    """An .onnx file in ONNX Runtime (dynamic batch and time axes)."""
+    """An .onnx file in ONNX Runtime (dynamic batch and time axes).
+
+    Args:
+        allow_external_data: read tensors that the file keeps in other files (ONNX external
+            data), and then only from files inside the model's own folder. Off by default: a
+            file someone else wrote could otherwise make the runtime read any file.
+    """
 
     format = "onnx"
     quantized = False
 
-    def __init__(self, path, *, num_threads: int = 1):
+    def __init__(self, path, *, num_threads: int = 1, allow_external_data: bool = False):
         import onnxruntime
 
         self.path = Path(path)
         content = _read_bytes(path)
+        external = external_tensors(content, self.path)
+        if external and not allow_external_data:
+            name, location = external[0]
+            raise ModelFileError(
+                f"{str(self.path)!r}: tensor {name!r} keeps its data in another file "
+                f"({location!r}), which loading would read; refused. If you trust the file, "
+                "load it with allow_external_data=True (read from the model's folder only).")
+        if external:
+            check_external_locations(external, self.path)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = num_threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 4  # errors reach the caller as ValueError instead
         try:
+            # by path when external data is allowed: ONNX Runtime then resolves it against
+            # the model's folder (checked above), not the current directory
             self._session = onnxruntime.InferenceSession(
-                content, options, providers=["CPUExecutionProvider"]
+                str(self.path) if external else content, options,
+                providers=["CPUExecutionProvider"]
             )
         except Exception as error:
             raise ModelFileError(
@@ -269,7 +303,7 @@ def _state_layout(metadata: dict, path) -> list:
         return []
     try:
         layout = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         layout = None
 
     def is_pair(entry):
@@ -283,13 +317,20 @@ def _state_layout(metadata: dict, path) -> list:
     return [(label, units) for label, units in layout]
 
 
-def load(path, *, num_threads: int = 1):
-    """Opens an exported `.tflite` or `.onnx` file for inference."""
+def load(path, *, num_threads: int = 1, trusted: bool = False,
+         allow_external_data: bool = False):
+    """Opens an exported `.tflite` or `.onnx` file for inference.
+
+    A file may come from anyone: a `.tflite` file is first run once in a child process, so one
+    that would crash the interpreter is refused instead (`trusted=True` skips that, about
+    0.25 s, for files you wrote); an `.onnx` file that keeps tensors in other files is refused
+    unless `allow_external_data=True`, which reads them from the model's folder only.
+    """
     suffix = Path(path).suffix
     if suffix == ".tflite":
-        return TFLiteModel(path, num_threads=num_threads)
+        return TFLiteModel(path, num_threads=num_threads, trusted=trusted)
     if suffix == ".onnx":
-        return ONNXModel(path, num_threads=num_threads)
+        return ONNXModel(path, num_threads=num_threads, allow_external_data=allow_external_data)
     raise ModelFileError(f"Unknown model file type {str(path)!r}: expected .tflite or .onnx.")
 
 
@@ -335,21 +376,36 @@ def _has_variable_tensors(content: bytes) -> bool:
 
 
 def _tflite_metadata(content: bytes, path) -> dict:
+    try:
+        data = _tflite_metadata_bytes(content)
+    except (struct.error, TypeError, IndexError, ValueError, AttributeError) as error:
+        # the flatbuffer reader follows offsets the file gives: a crafted one points anywhere
+        raise ModelFileError(f"{str(path)!r}: its metadata table is malformed "
+                             f"({type(error).__name__}).") from None
+    if data is None:
+        return {}
+    try:
+        metadata = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise ModelFileError(
+            f"{str(path)!r}: its {TFLITE_METADATA_NAME!r} metadata is not UTF-8 JSON of "
+            f"strings ({type(error).__name__}).") from None
+    return checked_metadata(metadata, path)
+
+
+def _tflite_metadata_bytes(content: bytes) -> bytes | None:
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.Model.GetRootAs(content, 0)
     for index in range(model.MetadataLength()):
         entry = model.Metadata(index)
         if entry.Name() and entry.Name().decode(errors="replace") == TFLITE_METADATA_NAME:
-            data = bytes(model.Buffers(entry.Buffer()).DataAsNumpy())
-            try:
-                metadata = json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ModelFileError(
-                    f"{str(path)!r}: its {TFLITE_METADATA_NAME!r} metadata is not UTF-8 JSON "
-                    f"({error}).") from None
-            return checked_metadata(metadata, path)
-    return {}
+            buffer = entry.Buffer()
+            if not 0 <= buffer < model.BuffersLength():
+                raise IndexError(buffer)
+            data = model.Buffers(buffer).DataAsNumpy()
+            return bytes(data) if isinstance(data, np.ndarray) else b""
+    return None
 
 
 def vocabulary_field(metadata: dict, key: str, path, *, required: bool = True):
@@ -444,9 +500,14 @@ def _checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") 
                 f"{Path(path).name} expects integer token ids for {name}; got {inputs.dtype} "
                 "values."
             )
+        # checked in the ids' own dtype, before the cast: 2**32 - 1 as uint32 would wrap to
+        # -1 in int32 and read the last embedding row
         if inputs.min() < 0:  # ONNX Gather would read negative ids from the end of the table
             raise ValueError(f"{Path(path).name} got a negative token id ({inputs.min()}) for "
                              f"{name}; ids start at 0.")
+        if int(inputs.max()) > np.iinfo(dtype).max:
+            raise ValueError(f"{Path(path).name} got token id {int(inputs.max())} for {name}, "
+                             f"beyond what its {np.dtype(dtype).name} input holds.")
     return np.ascontiguousarray(inputs, dtype=dtype)
 
 

@@ -23,9 +23,9 @@ class Translator:
 
     ENCODER_TENSORS = ("encoder_outputs", "encoder_keys", "source_mask")
 
-    def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1):
-        self.encoder = load(encoder_path, num_threads=num_threads)
-        self.decoder = StepModel(decoder_path, num_threads=num_threads)
+    def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1, trusted: bool = False):
+        self.encoder = load(encoder_path, num_threads=num_threads, trusted=trusted)
+        self.decoder = StepModel(decoder_path, num_threads=num_threads, trusted=trusted)
         metadata = self.decoder.metadata
         if "source_vocabulary" not in metadata or "vocabulary" not in metadata:
             raise ModelFileError(
@@ -37,8 +37,12 @@ class Translator:
         self.max_length = metadata_int(metadata, "max_length", 20, self.decoder.path,
                                        low=1, high=MAX_TRANSLATION_LENGTH)
         check_vocabulary_size(self.decoder.model, MAIN_OUTPUT, self.target, "vocabulary")
-        if "source" not in self.encoder.inputs:
-            raise ModelFileError(f"{str(self.encoder.path)!r} is not a seq2seq encoder.")
+        finals = [f"final_{name}" for name in self.decoder.state_names]
+        if ("source" not in self.encoder.inputs or len(self.encoder.inputs["source"][0]) != 2
+                or not set(finals) <= set(self.encoder.output_names)):
+            raise ModelFileError(
+                f"{str(self.encoder.path)!r} is not a seq2seq encoder for this decoder (it needs "
+                f"a (batch, words) input 'source' and the outputs {finals}).")
         self.source_len = self.encoder.inputs["source"][0][1]  # None: any length (ONNX)
         self.attention = None  # (written words, source words) weights of the last call
 
@@ -66,6 +70,11 @@ class Translator:
             probabilities, state = self.decoder.step(
                 np.asarray([token], np.int32), state, extra=extra, check=False)
             token = int(probabilities[0].argmax())
+            if token >= len(self.target.symbols):
+                raise ModelFileError(
+                    f"{str(self.decoder.path)!r} wrote id {token}, outside its vocabulary of "
+                    f"{len(self.target.symbols)} symbols: the file and its vocabulary do not "
+                    "belong together.")
             words.append(self.target.symbols[token])
             if "attention_weights" in self.decoder.last_results:
                 weights.append(self.decoder.last_results["attention_weights"][0])

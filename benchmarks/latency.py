@@ -12,7 +12,7 @@ For each cell at the lecture size (batch 1, 6 steps, 5 inputs, hidden 5) and a m
 - ONNX Runtime on a graph holding only the native RNN/LSTM/GRU operator: the floor.
 Each figure is the median of many runs; ratios are to the floor of the same run, so read the
 ratios rather than the absolute times on a shared machine. Then:
-- the streaming step model (`export.step`) per token, in both runtimes;
+- the streaming step model (`export.streaming`) per token, in both runtimes;
 - file sizes of the medium model (float32, float16, dynamic, int8 TFLite and ONNX);
 - start-up of a device process that loads an exported file and runs it once: time and peak
   RSS with only NumPy + the runtime (`export.runtime`), against the same with TensorFlow
@@ -32,7 +32,7 @@ import numpy as np
 
 from export import export_onnx, export_tflite
 from export.runtime import StepModel, load
-from export.step import export_step
+from export.streaming import export_step
 from export.table import format_table
 from keras_rnn import CELLS, build_model
 

@@ -1,17 +1,22 @@
 """Property-based parity over many seeds: the failure rate of both formats.
 
-Runs `export.sweep.random_case(seed)` for `--cases` seeds from `--start`, exports each to
+Runs `tests/sweep.py`'s `random_case(seed)` for `--cases` seeds from `--start`, exports each to
 ONNX and TFLite, compares with Keras in ONNX Runtime and LiteRT, and prints the cases over
 the tolerance (ONNX 1e-5, TFLite 1e-4) and the failure rate, with the overflowing models
-(outputs beyond export.sweep.OVERFLOW) counted apart.
+(outputs beyond sweep.OVERFLOW) counted apart.
 
 Run:  python benchmarks/parity_sweep.py [--cases 200] [--start 0]
 """
 
 import argparse
+import sys
 import tempfile
+from pathlib import Path
 
-from keras_rnn.quiet import load_tensorflow
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the case generator
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from keras_rnn.quiet import load_tensorflow  # noqa: E402
 
 
 def main():
@@ -21,9 +26,9 @@ def main():
     args = parser.parse_args()
     load_tensorflow()
     import keras
+    from sweep import check_case, random_case
 
     from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
-    from export.sweep import check_case, random_case
 
     failures, overflowing, worst = [], 0, {"onnx": 0.0, "tflite": 0.0}
     progress = keras.utils.Progbar(args.cases, unit_name="case")

@@ -1,5 +1,7 @@
-"""The two step-model paths side by side: the hand-written chain graphs (`export.step`) and
-the general path (`export.streaming`: clone_model with step stand-ins, the usual converters).
+"""The two step-model paths side by side: the hand-written chain graphs (what `export.step`
+wrote for lecture chains until the general path replaced it; they remain for translators'
+decoders, `export.seq2seq.decoder_step_*`) and the general path (`export.streaming`:
+clone_model with step stand-ins, the usual converters), which every step model now takes.
 
 For each lecture chain (the three cells; one-hot hihello-size input, and a char model with an
 Embedding and two layers at a medium size), both paths write a step model in both formats; the
@@ -49,12 +51,15 @@ def main() -> None:
     import keras
 
     from export.onnx import DEFAULT_OPSET
-    from export.step import build_step_onnx, build_step_tflite
+    from export.seq2seq import decoder_step_onnx, decoder_step_tflite
     from export.streaming import graph_step_onnx, graph_step_tflite
+    from export.structure import read_model
 
     writers = {
-        ("chain", "tflite"): lambda m: build_step_tflite(m),
-        ("chain", "onnx"): lambda m: build_step_onnx(m, opset=DEFAULT_OPSET).SerializeToString(),
+        ("chain", "tflite"): lambda m: decoder_step_tflite(read_model(m), batch_size=1,
+                                                           metadata=None),
+        ("chain", "onnx"): lambda m: decoder_step_onnx(
+            read_model(m), name="step", opset=DEFAULT_OPSET, metadata=None).SerializeToString(),
         ("general", "tflite"): lambda m: graph_step_tflite(m, batch_size=1, metadata=None),
         ("general", "onnx"): lambda m: graph_step_onnx(
             m, opset=DEFAULT_OPSET, metadata=None).SerializeToString(),

@@ -236,7 +236,7 @@ def _scaled(per_output: dict) -> dict:
 
 def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
                 trusted: bool = False) -> ParityReport:
-    """Compares a streaming step model file (`export.step.export_step`) with its Keras model.
+    """Compares a streaming step model file (`export.streaming.export_step`) with its Keras model.
 
     Seeded held-out sequences (one step and seven) are fed step by step from zero states,
     carrying the state as a device does; every step's output must equal what Keras gives on
@@ -473,17 +473,3 @@ def format_table(rows) -> str:
 
 def _size_text(size: int) -> str:
     return f"{size / 1024:.1f} KiB" if size < 1024 * 1024 else f"{size / 1024 / 1024:.2f} MiB"
-
-
-def assert_outputs_close(name: str, actual, expected, tolerance: float) -> None:
-    """Test helper: shape, dtype kind and values, with the max abs difference in the message."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    if actual.shape != expected.shape:
-        raise AssertionError(f"{name}: shape {actual.shape} != expected {expected.shape}")
-    if actual.dtype.kind != expected.dtype.kind:
-        raise AssertionError(f"{name}: dtype {actual.dtype} != expected {expected.dtype}")
-    difference = float(np.max(np.abs(actual.astype(np.float64) - expected))) if actual.size else 0.0
-    np.testing.assert_allclose(
-        actual, expected, rtol=0, atol=tolerance,
-        err_msg=f"{name}: max abs difference {difference:.3g} > tolerance {tolerance:g}",
-    )

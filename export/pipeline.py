@@ -27,11 +27,11 @@ class VerificationFailed(ValueError):
 
 def export_model(model, path, **options):
     """Exports `model` to the format its path names: `m.tflite` (`export_tflite`), `m.onnx`
-    (`export_onnx`), `m.step.tflite` / `m.step.onnx` (`export.step.export_step`), with the
+    (`export_onnx`), `m.step.tflite` / `m.step.onnx` (`export.streaming.export_step`), with the
     options of that function. Returns the written path."""
     name = Path(path).name
     if name.endswith((".step.tflite", ".step.onnx")):
-        from export.step import export_step
+        from export.streaming import export_step
 
         return export_step(model, path, **options)
     if name.endswith(".tflite"):
@@ -77,7 +77,7 @@ def export_and_verify(
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).
         inputs: the data to verify on (e.g. the lecture's); None for seeded random inputs.
         form: the TFLite time-loop form (`export.tflite.choose_form`).
-        step: write streaming step models `name.step.{tflite,onnx}` (`export.step.export_step`)
+        step: write streaming step models `name.step.{tflite,onnx}` (`export.streaming.export_step`)
             instead, verified by streaming held-out sequences (`export.parity.verify_step`).
             Chosen here, never from `name`: a model file called `x.step.keras` is exported
             like any other.
@@ -122,7 +122,7 @@ def export_and_verify(
         for file_name, fmt, variant in _planned_files(name, formats, quantize, step):
             staged = staging.path(file_name)
             if step:
-                from export.step import export_step
+                from export.streaming import export_step
 
                 written.append(export_step(model, staged, batch_size=batch_size or 1,
                                            metadata=metadata))

@@ -1,5 +1,24 @@
-"""Step models of any graph that can stream, not only lecture chains (`export.step` writes
-the chains itself, by hand and smallest; it hands every other graph here).
+"""Streaming step models: one step of a trained network, the recurrent state carried outside.
+
+A device generating text char by char should not re-run the whole prefix for every new
+character. A step model takes one step's input and the state, and returns that step's output
+and the next state:
+
+    inputs  (batch, features) float32, or (batch,) int32 ids    ->  outputs (batch, classes)
+    state_0, state_1, ...  (batch, units) float32 each            ->  next_state_0, ...
+
+States are numbered in layer order; an LSTM layer has two (h, then c), SimpleRNN and GRU one.
+Starting from zero states and feeding a sequence step by step gives, at every step, what the
+Keras model gives on the sequence so far. Streaming has no padding: feed real steps only (a
+mask would make Keras skip a padding step, a step model does not). A model with several inputs
+takes one step of each, by name.
+
+`export_step(model, "m.step.tflite")` writes builtin-only TFLite (fixed batch);
+`export_step(model, "m.step.onnx")` writes ONNX with the native RNN/LSTM/GRU operators run for
+one step (dynamic batch). `export.runtime.StepModel` runs either without TensorFlow. This is
+the one step-model path (translators' decoders excepted, see `export.seq2seq`): the lecture
+chains went through hand-written graphs before, whose ONNX files gave finite numbers where
+Keras gives NaN (LSTM, GRU); `benchmarks/step_paths.py` measures both.
 
 The model is rebuilt with `keras.models.clone_model`, as the full-sequence exports do
 (`export.graph`), each built-in recurrent layer replaced by a stand-in that takes its state
@@ -20,7 +39,9 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
+from export._files import check_writable, write_atomic
 from export.graph import (
     all_layers,
     as_list,
@@ -32,13 +53,48 @@ from export.graph import (
     states_by_layer,
 )
 from export.runtime import state_input_name, state_output_name
-from export.step import STATES_METADATA
 from export.structure import (
     Bidirectional,
     Recurrent,
     UnsupportedModelError,
     model_inputs_outputs,
 )
+
+STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
+
+
+def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = None,
+                opset: int | None = None) -> Path:
+    """Writes the step model of `model` to `path` (`.tflite` or `.onnx`, by its suffix).
+
+    Args:
+        batch_size: the fixed batch of a .tflite step model (ONNX keeps the batch dynamic).
+        metadata: string key/values stored with the file (e.g. the vocabulary); the state
+            layout is added as `step_states`.
+        opset: ONNX opset (default: `export.onnx.DEFAULT_OPSET`).
+
+    Raises:
+        UnsupportedModelError: the graph cannot run step by step, naming every layer that
+            reads other steps.
+    """
+    from export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+
+    suffix = Path(path).suffix
+    if suffix not in (".tflite", ".onnx"):
+        raise ValueError(f"Step model path {str(path)!r} must end in .tflite or .onnx.")
+    path = check_writable(path, suffix=suffix)
+    if suffix == ".tflite":
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
+        data = graph_step_tflite(model, batch_size=batch_size, metadata=metadata)
+    else:
+        opset = DEFAULT_OPSET if opset is None else opset
+        if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+            raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, "
+                             f"got {opset!r}.")
+        data = graph_step_onnx(model, opset=opset, metadata=metadata).SerializeToString()
+    return write_atomic(path, data)
+
 
 # Layers whose output at a step depends on that step's input alone (at inference; those
 # with an `axis` only when it is the last one, checked below).
@@ -115,7 +171,7 @@ def _step_class(base):
                     f"Layer {self.name!r} is called with initial_state=: in a step model its "
                     "state is the input state_N (give the initial state there at the first "
                     "step); export the whole-sequence model otherwise.")
-            # (no mask: a step model is fed real steps only, as export.step documents)
+            # (no mask: a step model is fed real steps only, as this module documents)
             results = self.run_with_states(inputs, self.channel.given[self.name])
             self.channel.final[self.name] = results[1:]
             return results if self.return_state else results[0]

@@ -399,7 +399,7 @@ def _resolve_seq_len(own, seq_len, *, unrolled: bool, needed: bool, name: str = 
         raise ValueError(
             f"seq_len={seq_len} is more than {MAX_UNROLLED_STEPS} steps to unroll: use "
             "form='while' (or 'fused' for LSTM models), or export a streaming step model "
-            "(export.step) and feed the sequence step by step."
+            "(export.streaming) and feed the sequence step by step."
         )
     return seq_len
 
@@ -429,7 +429,7 @@ def _check_activation_size(fixed, recurrent, batch_size: int, seq_len) -> None:
             f"batch_size={batch_size} with seq_len={seq_len} makes activations of "
             f"{max(sizes):,} values per activation, over the {MAX_ACTIVATION_ELEMENTS:,} a "
             "fixed-shape .tflite file is allowed here: export a smaller batch (the device can "
-            "run the file several times) or a streaming step model (export.step).")
+            "run the file several times) or a streaming step model (export.streaming).")
 
 
 def _calibration_batches(fixed, data, batch_size: int, signature=None):

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "examples"))  # the examples are imported as modul
 
 CELLS = ("simple_rnn", "lstm", "gru")
 TRAINED_FIXTURES = {"hihello_results", "sentiment_results", "author_results",
-                    "char_sequence_results", "long_sentence_results"}
+                    "char_sequence_results", "long_sentence_results", "pos_results", "translators"}
 
 
 def pytest_collection_modifyitems(items):

@@ -12,12 +12,14 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
 from export.graph import input_specs, keras_outputs
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import FORMS_METADATA, load
 
+pytestmark = pytest.mark.slow  # 36 architectures, each converted twice and compared
 BATCH = 2  # the TFLite files' fixed batch
 
 

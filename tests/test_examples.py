@@ -76,6 +76,7 @@ def test_sentiment_and_author_reach_full_accuracy(sentiment_results, author_resu
     assert author_results[cell]["accuracy"] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cell", CELLS)
 def test_time_series_learns_the_stock(tmp_path, cell):
     import time_series
@@ -115,6 +116,7 @@ def test_seeded_training_is_deterministic():
     assert first["prediction"] == second["prediction"]
 
 
+@pytest.mark.slow
 def test_an_example_runs_as_a_learner_runs_it(tmp_path):
     """`python examples/hihello.py ...` from the repository root, no PYTHONPATH."""
     completed = subprocess.run(
@@ -134,6 +136,7 @@ def test_an_example_runs_as_a_learner_runs_it(tmp_path):
         "hihello_gru.onnx", "hihello_gru.tflite"]
 
 
+@pytest.mark.slow
 def test_a_learner_saves_an_example_model_and_exports_it_from_the_command_line(tmp_path):
     """The README's path: an example prints the model's summary and saves it with --save;
     `python -m export` then exports and verifies that file."""

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify, vocabulary_metadata
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import ModelFileError, load
 from export.structure import UnsupportedModelError
 from export.tflite import TFLiteConversionError, check_builtin_only, operator_names
@@ -34,7 +35,9 @@ def _model(cell, outputs, shape, inputs, **extra):
 
 
 @pytest.mark.parametrize("inputs", INPUTS)
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", [  # the fast tier keeps one layer; stacks in the full suite
+    shape if shape == "single" else pytest.param(shape, marks=pytest.mark.slow)
+    for shape in SHAPES])
 @pytest.mark.parametrize("outputs", ["many_to_many", "many_to_one"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_exports_pass_verify_in_both_runtimes(tmp_path, cell, outputs, shape, inputs):
@@ -394,7 +397,7 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
 # -- TFLite time-loop forms ----------------------------------------------------------------------
 
 FORM_CASES = [(cell, "while", shape) for cell in CELLS for shape in SHAPES] + [
-    ("lstm", "fused", shape) for shape in SHAPES]
+    pytest.param("lstm", "fused", shape, marks=pytest.mark.slow) for shape in SHAPES]
 
 
 @pytest.mark.parametrize("cell, form, shape", FORM_CASES)
@@ -409,6 +412,7 @@ def test_every_tflite_form_passes_verify(tmp_path, cell, form, shape):
     assert not any(name.startswith("custom:") for name in ops)
 
 
+@pytest.mark.slow
 def test_fused_lstm_keeps_state_between_calls_unless_reset(tmp_path):
     """LiteRT carries the fused LSTM's state from one invoke() to the next; export.runtime
     resets it, a bare interpreter does not."""
@@ -432,6 +436,7 @@ def test_fused_lstm_keeps_state_between_calls_unless_reset(tmp_path):
     assert np.abs(results[1] - expected).max() > TFLITE_TOLERANCE  # the trap being avoided
 
 
+@pytest.mark.slow
 def test_forms_that_cannot_apply_are_refused(tmp_path):
     gru = _model("gru", "many_to_many", "single", "one_hot")
     with pytest.raises(ValueError, match=r"form='fused' needs LSTM layers only"):
@@ -454,6 +459,7 @@ def test_a_huge_fixed_batch_is_refused_before_converting(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
     from export.structure import read_model
     from export.tflite import MAX_AUTO_UNROLLED_CELL_STEPS as CELL_STEPS

@@ -163,6 +163,7 @@ def test_a_tflite_file_that_crashes_the_interpreter_is_refused(tmp_path, gru_fil
         load(crashing)
 
 
+@pytest.mark.slow
 def test_fuzzed_files_never_kill_the_process(gru_files):
     """Structure-aware mutants of both formats (benchmarks/fuzz_files.py, as many as a few
     seconds allow); a process death would end the script with a signal."""
@@ -278,6 +279,7 @@ def test_the_model_files_name_does_not_choose_what_is_written(tmp_path, gru, cap
 
 # -- 7. SIGTERM and SIGHUP clean up as SIGINT does --------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
 def test_a_stop_signal_mid_run_leaves_no_file(tmp_path, gru, stop):
     model_path = tmp_path / "gru.keras"
@@ -410,7 +412,7 @@ def test_bad_keras_json_is_not_a_crash(tmp_path, capsys):
 def test_crafted_tflite_input_names_raise_model_file_errors(tmp_path, gru, state_name):
     from ai_edge_litert import schema_py_generated as schema
 
-    from export.step import export_step
+    from export.streaming import export_step
 
     step = export_step(gru, tmp_path / "gru.step.tflite")
     assert StepModel(step).state_names == ["state_0"]  # the file as written reads fine

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
-from export.parity import TFLITE_TOLERANCE, assert_outputs_close
+from export.parity import TFLITE_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".ci" / "wheels"  # filled by .ci/run (pip download), so the test runs offline
@@ -25,6 +26,7 @@ def test_importing_the_runtime_loads_no_exporter_training_code_or_tensorflow():
 
 @pytest.mark.skipif(not WHEELS.is_dir(), reason="no .ci/wheels: .ci/run downloads the runtime "
                     "extra's wheels there before the tests")
+@pytest.mark.slow
 def test_runtime_extra_installs_alone_and_runs_exported_files(tmp_path):
     import keras
 

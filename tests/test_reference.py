@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
-from export.parity import assert_outputs_close
 from keras_rnn import build_model
 from keras_rnn.reference import run_layer, run_model
 

@@ -7,7 +7,7 @@ import pytest
 
 from export import export_onnx, export_tflite, vocabulary_metadata
 from export.runtime import STATEFUL_METADATA, ModelFileError, StepModel, generate, load
-from export.step import export_step
+from export.streaming import export_step
 from keras_rnn import Vocabulary, build_model
 
 VOCABULARY = Vocabulary.from_texts("hihello")  # 5 symbols

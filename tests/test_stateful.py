@@ -11,9 +11,10 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import RESET_SIGNATURE, STATEFUL_METADATA, load
 
 BATCH, STEPS, FEATURES = 2, 6, 3

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import vocabulary_metadata
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import ModelFileError, StepModel, generate
-from export.step import export_step
+from export.streaming import export_step
 from export.structure import UnsupportedModelError
 from export.tflite import operator_names
 from keras_rnn import build_model

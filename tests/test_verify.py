@@ -8,9 +8,10 @@ not through `verify`, so a `verify` that always passed could not hide a wrong fi
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, assert_outputs_close, compare
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, compare
 from export.runtime import load
 
 CELLS = ("simple_rnn", "lstm", "gru")

@@ -6,7 +6,7 @@ give the same small interface: `run(inputs) -> outputs`, the expected input shap
 and the metadata written at export (the vocabulary, so outputs can be decoded).
 
 - `loaders`: `load`, `TFLiteModel`, `ONNXModel`, the metadata and input checks;
-- `generation`: `StepModel` runs a streaming step model (`export.step`) with the state carried
+- `generation`: `StepModel` runs a streaming step model (`export.streaming`) with the state carried
   by the caller, and `generate` continues a prompt greedily with one, symbol by symbol;
 - `translation`: `Translator` decodes with an exported seq2seq encoder and decoder step.
 """

@@ -1,4 +1,4 @@
-"""Streaming generation with a step model (`export.step`): `StepModel` runs one step with
+"""Streaming generation with a step model (`export.streaming`): `StepModel` runs one step with
 the state carried by the caller; `generate` continues a prompt greedily, symbol by symbol."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from export.runtime.loaders import (
 
 
 class StepModel:
-    """A streaming step model (`export.step.export_step`): one step's input and the state in,
+    """A streaming step model (`export.streaming.export_step`): one step's input and the state in,
     that step's output and the next state out. The caller carries the state."""
 
     def __init__(self, path, *, num_threads: int = 1, trusted: bool = False):
@@ -29,7 +29,7 @@ class StepModel:
         if MAIN_INPUT not in self.model.inputs or not self.state_names or self.model.stateful:
             raise ModelFileError(
                 f"{str(self.path)!r} is not a step model (no 'inputs' and 'state_N' inputs): "
-                "write one with export.step.export_step."
+                "write one with export.streaming.export_step."
             )
         self.input_shape, self.input_dtype = self.model.inputs[MAIN_INPUT]
         self.state_sizes = [self.model.inputs[name][0][1] for name in self.state_names]

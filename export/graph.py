@@ -36,6 +36,7 @@ from export.structure import (
     is_stacked_builtin,
     model_inputs_outputs,
 )
+from keras_rnn.cells import cell
 
 # a model with one input and one output keeps the runtime's default names
 SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT
@@ -93,7 +94,7 @@ def state_labels(name: str, description) -> list[tuple[str, int]]:
     directions = ([("forward/", description.forward), ("backward/", description.backward)]
                   if isinstance(description, Bidirectional) else [("", description)])
     return [(f"{name}/{prefix}{which}", direction.units) for prefix, direction in directions
-            for which in ("h", "c")[:2 if direction.cell == "lstm" else 1]]
+            for which in cell(direction.cell).states]
 
 
 def state_layout(model, *, every: bool = False) -> list[tuple[str, int]]:

@@ -53,6 +53,7 @@ from export.structure import (
     Stacked,
     UnsupportedModelError,
 )
+from keras_rnn.cells import cell
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 DEFAULT_OPSET = 17
@@ -67,7 +68,6 @@ _ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
                      "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
                      "linear": ("Affine", (1.0, 0.0))}
 _HEAD_OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
-OPERATOR = {"simple_rnn": "RNN", "lstm": "LSTM", "gru": "GRU"}
 
 
 def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> Path:
@@ -442,12 +442,12 @@ class GraphBuilder:
                 raise UnsupportedModelError(
                     f"Layer {layer.name!r} (RNN over StackedRNNCells) is called with "
                     "initial_state, which its native form does not take yet.")
-            for cell in layer.layers:
-                values = self.recurrent(cell, values, mask, nan_checks=nan_checks)
+            for inner in layer.layers:
+                values = self.recurrent(inner, values, mask, nan_checks=nan_checks)
             return values
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
         first = directions[0]
-        lstm = first.cell == "lstm"
+        kind = cell(first.cell)
         if isinstance(layer, Bidirectional):
             direction_name = "bidirectional"
         else:
@@ -460,7 +460,7 @@ class GraphBuilder:
             values = mask.compact(values)
         inputs, attributes = self.operator_inputs(layer.name, directions, values, direction_name)
         inputs.append(mask.operator_lengths if mask is not None else "")
-        per_state = 2 if lstm else 1
+        per_state = kind.state_count()
         if initial_state:
             for which in range(per_state):  # initial_h, then initial_c: (directions, batch, units)
                 parts = [self.node("Unsqueeze", [initial_state[d * per_state + which],
@@ -468,8 +468,8 @@ class GraphBuilder:
                          for d in range(len(directions))]
                 inputs.append(parts[0] if len(parts) == 1 else
                               self.node("Concat", parts, "initial_state", axis=0))
-        results = self.node(OPERATOR[first.cell], inputs, OPERATOR[first.cell],
-                            outputs=3 if lstm else 2, **attributes)
+        results = self.node(kind.onnx_operator, inputs, kind.onnx_operator,
+                            outputs=1 + per_state, **attributes)
         all_steps, last_step = results[:2]
         any_nan = None  # (batch,): the row holds a NaN step; only where used (every node costs)
         if nan_steps is not None and (return_state or (mask is None and not layer.return_sequences)):
@@ -588,14 +588,10 @@ class GraphBuilder:
         """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
         first = directions[0]  # every activation export.structure accepts has an entry
         W, R, B = zip(*(_onnx_weights(direction) for direction in directions))
-        names = []  # Keras activations in the operator's order (f, g, h per direction)
-        for direction in directions:
-            if direction.cell == "simple_rnn":
-                names += [direction.activation]
-            elif direction.cell == "lstm":
-                names += [direction.recurrent_activation] + [direction.activation] * 2
-            else:
-                names += [direction.recurrent_activation, direction.activation]
+        kind = cell(first.cell)
+        # Keras activations in the operator's slots (f, g, h per direction)
+        names = [getattr(direction, attribute) for direction in directions
+                 for attribute in kind.onnx_activations]
         activations = [_ONNX_ACTIVATIONS[name][0] for name in names]
         # activation_alpha/beta are consumed in order by the activations that take them
         scales = [_ONNX_ACTIVATIONS[name][1] for name in names if _ONNX_ACTIVATIONS[name][1]]
@@ -604,8 +600,7 @@ class GraphBuilder:
         if scales:
             attributes["activation_alpha"] = [alpha for alpha, _ in scales]
             attributes["activation_beta"] = [beta for _, beta in scales]
-        if first.cell == "gru":
-            attributes["linear_before_reset"] = int(first.reset_after)
+        attributes.update(kind.onnx_attributes(first))
         inputs = [values, self.constant("W", np.stack(W)), self.constant("R", np.stack(R)),
                   self.constant("B", np.stack(B))]
         return inputs, attributes
@@ -613,15 +608,11 @@ class GraphBuilder:
 
 def _onnx_weights(layer: Recurrent):
     """Keras (input, gates*units) kernels -> ONNX W (gates*units, input), R, B = [Wb, Rb]."""
-    units = layer.units
-    kernel, recurrent, bias = layer.kernel, layer.recurrent_kernel, layer.bias
-    if layer.cell == "lstm":
-        # Keras gate order i, f, c, o; ONNX i, o, f, c
-        order = [0, 3, 1, 2]
-        regroup = lambda m: np.concatenate(  # noqa: E731
-            [m[..., k * units:(k + 1) * units] for k in order], axis=-1)
-        kernel, recurrent, bias = regroup(kernel), regroup(recurrent), regroup(bias)
-    if layer.cell == "gru" and layer.reset_after:
+    kind = cell(layer.cell)
+    # Keras's gate order to the operator's (LSTM: i, f, c, o -> i, o, f, c)
+    kernel, recurrent, bias = (kind.keras_to_onnx_gates(matrix, layer.units)
+                               for matrix in (layer.kernel, layer.recurrent_kernel, layer.bias))
+    if bias.ndim == 2:  # GRU reset_after: an input and a recurrent bias
         input_bias, recurrent_bias = bias[0], bias[1]
     else:
         input_bias, recurrent_bias = bias, np.zeros_like(bias)

@@ -39,6 +39,7 @@ from export.structure import (
     UnsupportedModelError,
     describe_layer,
 )
+from keras_rnn.cells import cell
 
 SOURCE_NAME = "source"
 INPUT_NAME, OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT  # what export.runtime.StepModel reads
@@ -175,7 +176,7 @@ def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> 
 def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     import onnx
 
-    from export.onnx import OPERATOR, GraphBuilder, finish_model
+    from export.onnx import GraphBuilder, finish_model
 
     graph = GraphBuilder(opset)
     float_type = onnx.TensorProto.FLOAT
@@ -187,9 +188,9 @@ def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     encoder = parts.encoder
     operator_inputs, attributes = graph.operator_inputs(encoder.name, [encoder], time_major,
                                                         "forward")
-    results = graph.node(OPERATOR[encoder.cell], operator_inputs + [lengths],
-                         OPERATOR[encoder.cell], outputs=1 + 1 + (encoder.cell == "lstm"),
-                         **attributes)
+    kind = cell(encoder.cell)
+    results = graph.node(kind.onnx_operator, operator_inputs + [lengths], kind.onnx_operator,
+                         outputs=1 + kind.state_count(), **attributes)
     # Y (time, 1, batch, units) -> (batch, time, units). Steps after a row's last word are zeros
     # here (Keras repeats the last output there); the mask gives them no attention weight.
     sequence = graph.node("Squeeze", [results[0], graph.constant("axes", np.array([1], np.int64))])
@@ -268,12 +269,10 @@ def decoder_step_tflite(structure, *, batch_size: int, metadata: dict | None, at
             if isinstance(layer, Embedding):
                 values = tf.gather(tf.constant(layer.table), values)
             elif isinstance(layer, Recurrent):
-                h = carried.pop(0)
-                c = carried.pop(0) if layer.cell == "lstm" else None
-                projected = dense_op(values, layer.kernel, input_bias(layer))
-                h, c = cell_step(layer, projected, h, c)
-                new_states += [h, c] if layer.cell == "lstm" else [h]
-                values = h
+                given = [carried.pop(0) for _ in range(cell(layer.cell).state_count())]
+                given = cell_step(layer, dense_op(values, layer.kernel, input_bias(layer)), given)
+                new_states += given
+                values = given[0]
             elif isinstance(layer, Dense):
                 if attention is not None:
                     encoder_outputs, encoder_keys, source_mask = rest[len(states):]
@@ -312,7 +311,7 @@ def decoder_step_onnx(structure, *, name: str, opset: int, metadata: dict | None
     source length too); see `decoder_step_tflite`."""
     import onnx
 
-    from export.onnx import MAX_OPSET, MIN_OPSET, OPERATOR, GraphBuilder, finish_model
+    from export.onnx import MAX_OPSET, MIN_OPSET, GraphBuilder, finish_model
 
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
@@ -344,13 +343,13 @@ def decoder_step_onnx(structure, *, name: str, opset: int, metadata: dict | None
             # X (1, batch, features); initial_h / initial_c (1, batch, units)
             x = graph.node("Unsqueeze", [values, axis0], "x")
             operator_inputs, attributes = graph.operator_inputs(layer.name, [layer], x, "forward")
-            operator_inputs += ["", graph.node("Unsqueeze", [state_input_name(index), axis0], "h0")]
-            if layer.cell == "lstm":
-                operator_inputs.append(graph.node("Unsqueeze", [state_input_name(index + 1), axis0],
-                                                  "c0"))
-            count = 3 if layer.cell == "lstm" else 2
-            results = graph.node(OPERATOR[layer.cell], operator_inputs, OPERATOR[layer.cell],
-                                 outputs=count, **attributes)
+            kind = cell(layer.cell)
+            # initial_h (and initial_c): (1, batch, units)
+            operator_inputs += [""] + [
+                graph.node("Unsqueeze", [state_input_name(index + k), axis0], f"{state}0")
+                for k, state in enumerate(kind.states)]
+            results = graph.node(kind.onnx_operator, operator_inputs, kind.onnx_operator,
+                                 outputs=1 + kind.state_count(), **attributes)
             finals = [graph.node("Squeeze", [result, axis0], "state") for result in results[1:]]
             new_states += finals
             index += len(finals)

@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_rnn.cells import cell_of
 from keras_rnn.models import CELLS  # noqa: F401  (defined by the lecture models; read here)
 
-# How many blocks of `units` columns each cell's kernel holds, in Keras order.
-GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}  # lstm: i, f, c, o; gru: z, r, h
 RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
@@ -318,14 +317,8 @@ def _cell_kind(layer) -> str | None:
 
     if not isinstance(layer, keras.layers.RNN):
         return None
-    return _cell_kinds().get(type(layer.cell))
-
-
-def _cell_kinds() -> dict:
-    import keras
-
-    return {keras.layers.SimpleRNNCell: "simple_rnn", keras.layers.LSTMCell: "lstm",
-            keras.layers.GRUCell: "gru"}
+    kind = cell_of(layer.cell)
+    return kind.name if kind else None
 
 
 def is_builtin_recurrent(layer) -> bool:
@@ -341,7 +334,7 @@ def is_stacked_builtin(layer) -> bool:
     cell = getattr(layer, "cell", None)
     return (isinstance(layer, keras.layers.RNN)
             and isinstance(cell, keras.layers.StackedRNNCells)
-            and all(type(inner) in _cell_kinds() for inner in cell.cells)
+            and all(cell_of(inner) is not None for inner in cell.cells)
             and not (layer.go_backwards or layer.stateful or layer.return_state))
 
 
@@ -367,26 +360,26 @@ def _describe_recurrent(layer) -> Recurrent:
 
 def _describe_cell(layer, cell, *, name: str, return_sequences: bool) -> Recurrent:
     """One built-in cell of the recurrent `layer` (its own, or one of a stack)."""
-    cell_kind = _cell_kinds()[type(cell)]
+    kind = cell_of(cell)
     activation = _activation_name(cell.activation)
     _check_activation(name, activation, RNN_ACTIVATIONS)
     recurrent_activation = _activation_name(getattr(cell, "recurrent_activation", None))
-    if cell_kind != "simple_rnn":
+    if kind.uses_recurrent_activation:
         _check_activation(name, recurrent_activation, RNN_ACTIVATIONS)
-    gates = GATES[cell_kind]
+    gates = len(kind.gates)
     units = int(cell.units)
     kernel = np.asarray(cell.kernel.numpy(), np.float32)
     recurrent_kernel = np.asarray(cell.recurrent_kernel.numpy(), np.float32)
     reset_after = bool(getattr(cell, "reset_after", False))
     if cell.bias is not None:
         bias = np.asarray(cell.bias.numpy(), np.float32)
-    elif cell_kind == "gru" and reset_after:
+    elif reset_after:  # GRU: an input and a recurrent bias
         bias = np.zeros((2, gates * units), np.float32)
     else:
         bias = np.zeros(gates * units, np.float32)
     return Recurrent(
         name=name,
-        cell=cell_kind,
+        cell=kind.name,
         units=units,
         kernel=kernel,
         recurrent_kernel=recurrent_kernel,

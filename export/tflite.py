@@ -65,6 +65,7 @@ from export.structure import (
     UnsupportedModelError,
     read_model,
 )
+from keras_rnn.cells import cell
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 QUANTIZE = (None, "dynamic", "float16", "int8")
@@ -533,76 +534,44 @@ def unrolled_recurrent(layer: Recurrent, values, mask, initial_state=None, *, re
     projected = tf.unstack(dense_op(values, layer.kernel, input_bias(layer)), axis=1)
     mask_steps = tf.unstack(mask, axis=1) if mask is not None else None
     zeros = tf.zeros((batch, units), tf.float32)
-    h, c = (list(initial_state) + [zeros])[:2] if initial_state else (zeros, zeros)
+    kind = cell(layer.cell)
+    states = list(initial_state)[:kind.state_count()] if initial_state else (
+        [zeros] * kind.state_count())
     output = zeros
     outputs = []
     order = range(timesteps - 1, -1, -1) if layer.go_backwards else range(timesteps)
     # One constant per weight however many steps use it: a constant made inside the loop is
     # copied into the graph once per step (a 512-unit LSTM at 1000 steps: 4 GB of GraphDef).
-    weights = recurrent_constants(layer)
+    weights = kind.tf_weights(layer)
     for t in order:
-        new_h, new_c = cell_step(layer, projected[t], h, c, weights)
+        new_states = cell_step(layer, projected[t], states, weights)
         if mask_steps is None:
-            output, h, c = new_h, new_h, new_c
+            output, states = new_states[0], new_states
         else:
             keep = tf.broadcast_to(mask_steps[t][:, None], (batch, units))
-            output = tf.where(keep, new_h, zeros if layer.zero_output_for_mask else output)
-            h = tf.where(keep, new_h, h)
-            c = tf.where(keep, new_c, c)
+            output = tf.where(keep, new_states[0], zeros if layer.zero_output_for_mask else output)
+            states = [tf.where(keep, new, old) for new, old in zip(new_states, states)]
         outputs.append(output)
     result = tf.stack(outputs, axis=1) if layer.return_sequences else outputs[-1]
     if return_state:
-        return result, ([h, c] if layer.cell == "lstm" else [h])
+        return result, states
     return result
 
 
 def input_bias(layer: Recurrent):
-    """The bias added to the input projection (GRU reset_after keeps a second, recurrent one)."""
-    return layer.bias[0] if layer.cell == "gru" and layer.reset_after else layer.bias
+    """The bias added to the input projection (a GRU with reset_after keeps a second,
+    recurrent one: its bias is (2, 3 * units))."""
+    return layer.bias[0] if layer.bias.ndim == 2 else layer.bias
 
 
-def recurrent_constants(layer: Recurrent) -> dict:
-    """The recurrent weights of one layer as TF constants, made once and shared by every step."""
-    import tensorflow as tf
-
-    units = layer.units
-    if layer.cell == "gru" and not layer.reset_after:
-        # the candidate's recurrent matmul runs on r * h, after the gates: two matrices
-        return {"gates": tf.constant(layer.recurrent_kernel[:, : 2 * units]),
-                "candidate": tf.constant(layer.recurrent_kernel[:, 2 * units:])}
-    weights = {"kernel": tf.constant(layer.recurrent_kernel)}
-    if layer.cell == "gru":
-        weights["bias"] = tf.constant(layer.bias[1])
-    return weights
-
-
-def cell_step(layer: Recurrent, x_t, h, c, weights: dict | None = None):
-    """One step of the cell from the projected input `x_t = x @ kernel + input bias`:
-    returns the new `(h, c)` (`c` passes through unchanged for SimpleRNN and GRU).
-    `weights`: the layer's `recurrent_constants`, shared across steps."""
-    import tensorflow as tf
-
-    weights = weights or recurrent_constants(layer)
+def cell_step(layer: Recurrent, x_t, states: list, weights: dict | None = None) -> list:
+    """One step of the layer's cell (`keras_rnn.cells`) as TF ops, from the projected input
+    `x_t = x @ kernel + input bias`: the new states, `[h]` or `[h, c]`. `weights`: the cell's
+    `tf_weights(layer)`, made once and shared by every step."""
+    kind = cell(layer.cell)
     act = lambda x: activation_op(layer.activation, x)  # noqa: E731
     gate = lambda x: activation_op(layer.recurrent_activation, x)  # noqa: E731
-    if layer.cell == "simple_rnn":
-        return act(x_t + tf.matmul(h, weights["kernel"])), c
-    if layer.cell == "lstm":
-        z = x_t + tf.matmul(h, weights["kernel"])  # (batch, 4 * units)
-        i, f, g, o = tf.split(z, 4, axis=1)
-        new_c = gate(f) * c + gate(i) * act(g)
-        return gate(o) * act(new_c), new_c
-    x_z, x_r, x_h = tf.split(x_t, 3, axis=1)
-    if layer.reset_after:
-        inner = tf.matmul(h, weights["kernel"]) + weights["bias"]  # (batch, 3 * units)
-        h_z, h_r, h_h = tf.split(inner, 3, axis=1)
-        z, r = gate(x_z + h_z), gate(x_r + h_r)
-        candidate = act(x_h + r * h_h)
-    else:
-        h_z, h_r = tf.split(tf.matmul(h, weights["gates"]), 2, axis=1)
-        z, r = gate(x_z + h_z), gate(x_r + h_r)
-        candidate = act(x_h + tf.matmul(r * h, weights["candidate"]))
-    return z * h + (1.0 - z) * candidate, c
+    return kind.tf_step(layer, x_t, states, weights or kind.tf_weights(layer), act, gate)
 
 
 def run_recurrent(description, values, mask=None, initial_state=None, return_state=False):
@@ -617,8 +586,8 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
             raise UnsupportedModelError(
                 f"Layer {description.name!r} (RNN over StackedRNNCells) is called with "
                 "initial_state, which its native form does not take yet.")
-        for cell in description.layers:  # each cell over the whole sequence, in turn
-            values = unrolled_recurrent(cell, values, mask)
+        for inner in description.layers:  # each cell over the whole sequence, in turn
+            values = unrolled_recurrent(inner, values, mask)
         return values
     if isinstance(description, Recurrent):
         result = unrolled_recurrent(description, values, mask, initial_state or None, return_state=True)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-CELLS = ("simple_rnn", "lstm", "gru")  # the lecture's cells, named as Keras names its layers
+from keras_rnn import cells
+from keras_rnn.cells import keras_layer_class
+
+CELLS = tuple(cells.CELLS)  # the lecture's cells, named as Keras names its layers (the table's keys)
 INPUTS = ("one_hot", "ids", "embedding")
 
 
@@ -89,8 +92,7 @@ def build_model(config: RNNConfig | None = None, **fields):
                     name="embedding",
                 )
             )
-    recurrent = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-                 "gru": keras.layers.GRU}[config.cell]
+    recurrent = keras_layer_class(config.cell)
     for index in range(config.num_layers):
         last = index == config.num_layers - 1
         layer = recurrent(

@@ -23,6 +23,8 @@ Everything is computed in float64 and returned as float32.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from export.structure import (
@@ -36,6 +38,7 @@ from export.structure import (
     describe_layer,
     read_model,
 )
+from keras_rnn.cells import cell
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:
@@ -58,43 +61,18 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
 
 def initial_states(layer: Recurrent, batch: int) -> list[np.ndarray]:
     """Zero states: `[h]`, or `[h, c]` for an LSTM, each of shape `(batch, units)`."""
-    count = 2 if layer.cell == "lstm" else 1
-    return [np.zeros((batch, layer.units)) for _ in range(count)]
+    return [np.zeros((batch, layer.units)) for _ in cell(layer.cell).states]
 
 
 def step(layer: Recurrent, x_t: np.ndarray, states: list[np.ndarray]):
     """One time step: `x_t` (batch, input dim) and the states -> (output, new states)."""
-    W = layer.kernel.astype(np.float64)
-    U = layer.recurrent_kernel.astype(np.float64)
-    b = layer.bias.astype(np.float64)
+    in_float64 = dataclasses.replace(layer, kernel=layer.kernel.astype(np.float64),
+                                     recurrent_kernel=layer.recurrent_kernel.astype(np.float64),
+                                     bias=layer.bias.astype(np.float64))
     act = lambda x: activation(layer.activation, x)  # noqa: E731
     gate = lambda x: activation(layer.recurrent_activation, x)  # noqa: E731
-    n = layer.units
-    if layer.cell == "simple_rnn":
-        (h,) = states
-        h = act(x_t @ W + h @ U + b)
-        return h, [h]
-    if layer.cell == "lstm":
-        h, c = states
-        z = x_t @ W + h @ U + b  # (batch, 4 * units)
-        i, f, g, o = gate(z[:, :n]), gate(z[:, n : 2 * n]), act(z[:, 2 * n : 3 * n]), gate(z[:, 3 * n :])
-        c = f * c + i * g
-        h = o * act(c)
-        return h, [h, c]
-    (h,) = states
-    if layer.reset_after:
-        x_part = x_t @ W + b[0]  # (batch, 3 * units)
-        h_part = h @ U + b[1]
-        z = gate(x_part[:, :n] + h_part[:, :n])
-        r = gate(x_part[:, n : 2 * n] + h_part[:, n : 2 * n])
-        candidate = act(x_part[:, 2 * n :] + r * h_part[:, 2 * n :])
-    else:
-        x_part = x_t @ W + b
-        z = gate(x_part[:, :n] + h @ U[:, :n])
-        r = gate(x_part[:, n : 2 * n] + h @ U[:, n : 2 * n])
-        candidate = act(x_part[:, 2 * n :] + (r * h) @ U[:, 2 * n :])
-    h = z * h + (1.0 - z) * candidate
-    return h, [h]
+    # the equations of each cell kind live in its entry of keras_rnn.cells
+    return cell(layer.cell).numpy_step(in_float64, x_t, states, act, gate)
 
 
 def run_recurrent(layer: Recurrent, x: np.ndarray, mask: np.ndarray | None = None):

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from keras_rnn.cells import keras_layer_class
 from keras_rnn.models import CELLS
 from keras_rnn.quiet import load_tensorflow
 from keras_rnn.vocab import Vocabulary
@@ -112,8 +113,7 @@ def build_seq2seq(cell: str, data: TranslationData, *, embedding_dim: int = 32,
 
     if cell not in CELLS:
         raise ValueError(f"Unknown cell {cell!r}: expected one of {', '.join(map(repr, CELLS))}.")
-    recurrent = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-                 "gru": keras.layers.GRU}[cell]
+    recurrent = keras_layer_class(cell)
     source = keras.Input((None,), dtype="int32", name="source")
     decoder_input = keras.Input((None,), dtype="int32", name="decoder_input")
     embedded = VocabularyEmbedding(len(data.source), embedding_dim, mask_zero=True,

@@ -23,6 +23,8 @@ import numpy as np
 
 from export.parity import padding_patterns
 from export.structure import CELLS, RNN_ACTIVATIONS
+from keras_rnn.cells import cell as cell_kind
+from keras_rnn.cells import keras_layer_class
 
 OVERFLOW = 100.0  # |Keras output| beyond which a case counts as overflowing
 MERGE_MODES = ("concat", "sum", "ave", "mul")
@@ -54,14 +56,13 @@ def random_case(seed: int) -> Case:
     return_sequences = bool(rng.random() < 0.5)
     options = dict(use_bias=bool(rng.random() < 0.8),
                    activation=str(rng.choice(RNN_ACTIVATIONS, p=[0.6, 0.1, 0.1, 0.1, 0.1])))
-    if cell != "simple_rnn":
+    if cell_kind(cell).uses_recurrent_activation:
         options["recurrent_activation"] = str(rng.choice(RNN_ACTIVATIONS,
                                                          p=[0.1, 0.6, 0.1, 0.1, 0.1]))
     if cell == "gru":
         options["reset_after"] = bool(rng.random() < 0.5)
     go_backwards = not bidirectional and bool(rng.random() < 0.2)
-    layer_class = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-                   "gru": keras.layers.GRU}[cell]
+    layer_class = keras_layer_class(cell)
 
     keras.utils.set_random_seed(seed)
     if kind == "embedding":

@@ -21,6 +21,8 @@ import signal
 import sys
 from pathlib import Path
 
+from export.formats import FORMATS, QUANTIZE_MODES  # noqa: E402  (loads no exporter)
+
 MAX_BATCH_SIZE = 4096  # a fixed TFLite batch beyond this is a typo, not a device's batch
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A .keras archive is read only within these bounds, checked on its zip directory before Keras
@@ -52,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Export a Keras RNN (.keras) to builtin-only TFLite and native-op ONNX.",
     )
     parser.add_argument("model", help="the saved Keras model (.keras)")
-    parser.add_argument("--to", nargs="+", choices=("tflite", "onnx"), default=["tflite", "onnx"])
-    parser.add_argument("--quantize", nargs="+", choices=("none", "dynamic", "float16", "int8"),
-                        default=["none"], help="TFLite variants (default: none = float32)")
+    parser.add_argument("--to", nargs="+", choices=tuple(FORMATS), default=list(FORMATS))
+    parser.add_argument("--quantize", nargs="+", default=["none"],
+                        choices=tuple("none" if mode is None else mode for mode in QUANTIZE_MODES),
+                        help="TFLite variants (default: none = float32)")
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -141,9 +144,11 @@ def _run(args):
         raise ValueError(f"Output directory {args.out!r} is not writable.")
     quantize = [None if q == "none" else q for q in args.quantize]
     calibration = None
-    if "int8" in quantize:
+    calibrated = [mode for mode in quantize if QUANTIZE_MODES[mode].needs_calibration]
+    if calibrated:
         if not args.calibration:
-            raise ValueError("--quantize int8 needs --calibration FILE.npy: inputs to calibrate on.")
+            raise ValueError(f"--quantize {calibrated[0]} needs --calibration FILE.npy: inputs "
+                             "to calibrate on.")
         calibration = _load_calibration(args.calibration)
     metadata = None
     if args.vocabulary:

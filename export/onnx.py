@@ -74,15 +74,17 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | Non
     """Exports a Keras RNN model to an ONNX file that ONNX Runtime runs.
 
     Args:
-        model: a built Keras model (Sequential or functional chain) of the supported layers.
+        model: a built Keras model: any graph that tf2onnx converts (Sequential, functional,
+            several inputs and outputs), the built-in recurrent layers as native operators.
         path: the `.onnx` file to write; written atomically (no partial file on failure).
         opset: ONNX opset, from 14 to 21.
         metadata: string key/values stored in `metadata_props` (e.g. the vocabulary, see
             `export.metadata`), readable by any ONNX runtime.
 
     Returns:
-        The written path. Input `inputs`: `(batch, timesteps, features)` float32 or
-        `(batch, timesteps)` int32 ids; output `outputs`; both axes dynamic.
+        The written path. A model with one input and one output has `inputs` /
+        `outputs`; otherwise the model's own input and output names. Batch and time axes
+        are dynamic wherever the model allows.
     """
     path = check_writable(path, suffix=".onnx")
     proto = build_onnx(model, opset=opset, metadata=metadata)

@@ -200,7 +200,7 @@ def verify(
     else:
         bound = None
         if tolerance is None:
-            tolerance = TFLITE_TOLERANCE if exported.format == "tflite" else ONNX_TOLERANCE
+            tolerance = _format(exported).tolerance
         passed = max_diff <= tolerance and all(v <= 1 for v in _scaled(per_output).values())
     return ParityReport(
         format=exported.format,
@@ -282,7 +282,7 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
         _track(per_output, "outputs", difference, expected)
         shapes.append(sequence.shape)
     if tolerance is None:
-        tolerance = TFLITE_TOLERANCE if step_model.model.format == "tflite" else ONNX_TOLERANCE
+        tolerance = _format(step_model.model).tolerance
     max_diff = max(differences)
     scaled = _scaled(per_output)
     return ParityReport(
@@ -291,6 +291,13 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
         min_agreement=None, passed=bool(max_diff <= tolerance and scaled["outputs"] <= 1),
         cases=shapes, nonfinite_mismatches=nonfinite, scaled_diffs=scaled,
     )
+
+
+def _format(exported):
+    """The loaded file's row of the format table (`export.formats`)."""
+    from export.formats import get_format
+
+    return get_format(exported.format)
 
 
 def _vocabulary_size(model) -> int:
@@ -334,7 +341,7 @@ def _run_in_batches(exported, feeds: dict) -> dict:
     repetition). Returns every output by name."""
     rows = len(next(iter(feeds.values())))
     batch = exported.inputs[next(iter(feeds))][0][0]
-    if exported.format != "tflite" or batch == rows:
+    if not _format(exported).fixed_shape or batch == rows:
         return exported.run_named(feeds)
     chunks = []
     for start in range(0, rows, batch):
@@ -394,7 +401,7 @@ def _held_out_cases(model, specs, exported, given, seed: int, *, batch=None) -> 
     masked = bool(masking) or any(getattr(layer, "mask_zero", False) for layer in layers)
     padding_value = masking[0].mask_value if masking else 0
     first_shape = exported.inputs[specs[0][0]][0]
-    if exported.format == "tflite":
+    if _format(exported).fixed_shape:
         batches = [first_shape[0] * 2, first_shape[0] * 3]
         lengths = [None, None]  # fixed in the file
     else:

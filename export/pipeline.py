@@ -8,8 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from export._files import directory_lock, staged_in
-
-FORMATS = ("tflite", "onnx")
+from export.formats import FORMATS, format_of, get_format, get_quantize_mode, resolve
 
 
 class VerificationFailed(ValueError):
@@ -26,30 +25,21 @@ class VerificationFailed(ValueError):
 
 
 def export_model(model, path, **options):
-    """Exports `model` to the format its path names: `m.tflite` (`export_tflite`), `m.onnx`
-    (`export_onnx`), `m.step.tflite` / `m.step.onnx` (`export.streaming.export_step`), with the
-    options of that function. Returns the written path."""
-    name = Path(path).name
-    if name.endswith((".step.tflite", ".step.onnx")):
+    """Exports `model` to the format its path names (`export.formats`): `m.tflite`
+    (`export_tflite`), `m.onnx` (`export_onnx`), `m.step.tflite` / `m.step.onnx`
+    (`export.streaming.export_step`), with the options of that function. Returns the written
+    path."""
+    fmt = format_of(path)
+    if Path(path).name.endswith(".step" + fmt.suffix):
         from export.streaming import export_step
 
         return export_step(model, path, **options)
-    if name.endswith(".tflite"):
-        from export.tflite import export_tflite
-
-        return export_tflite(model, path, **options)
-    if name.endswith(".onnx"):
-        from export.onnx import export_onnx
-
-        return export_onnx(model, path, **options)
-    raise ValueError(f"Cannot tell the format of {str(path)!r}: end it in .tflite, .onnx, "
-                     ".step.tflite or .step.onnx.")
+    return resolve(fmt.exporter)(model, path, **options)
 
 
 def check_formats(formats) -> None:
-    unknown = sorted(set(formats) - set(FORMATS))
-    if unknown:
-        raise ValueError(f"Unknown export formats {unknown}: expected some of {list(FORMATS)}.")
+    for name in formats:
+        get_format(name)  # raises, naming the known ones
 
 
 def export_and_verify(
@@ -57,7 +47,7 @@ def export_and_verify(
     directory,
     name: str,
     *,
-    formats=FORMATS,
+    formats=tuple(FORMATS),
     quantize=(None,),
     batch_size: int | None = None,
     seq_len: int | None = None,
@@ -100,6 +90,8 @@ def export_and_verify(
     from export.parity import verify, verify_step
 
     check_formats(formats)
+    for variant in quantize:
+        get_quantize_mode(variant)  # raises, naming the known ones
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if seq_len is None and isinstance(inputs, dict):  # several inputs, by name
@@ -111,32 +103,28 @@ def export_and_verify(
         if any(variant is not None for variant in quantize):
             raise ValueError("Step models are written in float32 only: drop --quantize.")
         quantize = (None,)
-    files = len(quantize) * ("tflite" in formats) + ("onnx" in formats)
+    planned = _planned_files(name, formats, quantize, step)
     bar = None
     if progress:
         import keras
 
-        bar = keras.utils.Progbar(files * (2 if verify_files else 1), unit_name="step")
+        bar = keras.utils.Progbar(len(planned) * (2 if verify_files else 1), unit_name="step")
     with directory_lock(directory), staged_in(directory) as staging:
         written = []
-        for file_name, fmt, variant in _planned_files(name, formats, quantize, step):
+        for file_name, fmt, variant in planned:
             staged = staging.path(file_name)
             if step:
                 from export.streaming import export_step
 
                 written.append(export_step(model, staged, batch_size=batch_size or 1,
                                            metadata=metadata))
-            elif fmt == "tflite":
-                from export.tflite import export_tflite
-
-                written.append(export_tflite(
-                    model, staged, batch_size=batch_size, seq_len=seq_len, quantize=variant,
-                    representative_data=inputs if variant == "int8" else None,
-                    metadata=metadata, form=form))
             else:
-                from export.onnx import export_onnx
-
-                written.append(export_onnx(model, staged, metadata=metadata))
+                options = dict(batch_size=batch_size, seq_len=seq_len, quantize=variant,
+                               representative_data=inputs if get_quantize_mode(
+                                   variant).needs_calibration else None,
+                               metadata=metadata, form=form)
+                written.append(resolve(fmt.exporter)(
+                    model, staged, **{key: options[key] for key in fmt.options}))
             _advance(bar)
         labels = [path.stem for path in written]  # label: name[.quantize]
         rows = []
@@ -158,16 +146,18 @@ def export_and_verify(
 
 
 def _planned_files(name: str, formats, quantize, step: bool) -> list[tuple]:
-    """`(file name, format, quantization)` of each file one run writes: decided by the options,
-    never read back from a name."""
-    if step:
-        return [(f"{name}.step.{fmt}", fmt, None) for fmt in FORMATS if fmt in formats]
+    """`(file name, Format, quantization)` of each file one run writes, in the registry's
+    order: decided by the options, never read back from a name. A format that offers
+    quantization modes gets one file per requested mode; the others one float32 file."""
     files = []
-    if "tflite" in formats:
-        files += [(f"{name}{'' if variant is None else '.' + variant}.tflite", "tflite", variant)
-                  for variant in quantize]
-    if "onnx" in formats:
-        files.append((f"{name}.onnx", "onnx", None))
+    for fmt in FORMATS.values():
+        if fmt.name not in formats:
+            continue
+        if step:
+            files.append((f"{name}.step{fmt.suffix}", fmt, None))
+            continue
+        variants = [v for v in quantize if v in fmt.quantize] if len(fmt.quantize) > 1 else [None]
+        files += [(f"{name}{'' if v is None else '.' + v}{fmt.suffix}", fmt, v) for v in variants]
     return files
 
 

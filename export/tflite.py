@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, write_atomic
+from export.formats import QUANTIZE_MODES, get_quantize_mode
 from export.graph import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
@@ -68,7 +69,7 @@ from export.structure import (
 from keras_rnn.cells import cell
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
-QUANTIZE = (None, "dynamic", "float16", "int8")
+QUANTIZE = tuple(QUANTIZE_MODES)  # None (float32), "dynamic", "float16", "int8"
 SERVE_SIGNATURE = "serve"  # a stateful file's inference signature (beside RESET_SIGNATURE)
 FORMS = ("auto", "unrolled", "while", "fused")
 FORM_NAMES = {"unrolled": "unrolled", "while": "WHILE loop",  # how the report names them
@@ -103,7 +104,8 @@ def export_tflite(
     """Exports a Keras RNN model to a builtin-only `.tflite` file.
 
     Args:
-        model: a built Keras model of the supported layers (see `export.structure`).
+        model: a built Keras model: any graph the TFLite converter converts with builtin ops
+            (Sequential, functional, several inputs and outputs).
         path: the `.tflite` file to write; written atomically (no partial file on failure).
         batch_size: the fixed batch of the exported input: by default 1, or the model's own
             batch when it has stateful layers (their state is one row per batch row).
@@ -120,8 +122,9 @@ def export_tflite(
             fastest measured form for the model), `"unrolled"`, `"while"` or `"fused"`.
 
     Returns:
-        The written path. The file's input is `(batch_size, seq_len, features)` float32 or
-        `(batch_size, seq_len)` int32 ids.
+        The written path. The file's inputs have the fixed batch and length, e.g.
+        `(batch_size, seq_len, features)` float32 or `(batch_size, seq_len)` int32 ids; a model
+        with one input and one output has `inputs` / `outputs`, others keep their own names.
 
     A model with `stateful=True` layers gets a file that keeps their state between calls in
     resource variables, as Keras keeps it between calls of the model: it starts from zeros
@@ -154,8 +157,7 @@ def build_tflite(
     form: str = "auto",
 ) -> bytes:
     """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
-    if quantize not in QUANTIZE:
-        raise ValueError(f"Unknown quantize {quantize!r}: expected one of {QUANTIZE}.")
+    mode = get_quantize_mode(quantize)
     check_exportable(model)
     stateful = stateful_layers(model)
     batch_size = _batch_size(batch_size, model, stateful)
@@ -187,14 +189,15 @@ def build_tflite(
         fixed.append((name, _fixed_shape(name, shape, batch_size, length), dtype))
     seq_len = max((shape[1] for _, shape, _ in fixed if len(shape) > 1), default=None)
     _check_activation_size(fixed, recurrent, batch_size, seq_len)
-    if quantize == "int8" and representative_data is None:
+    if mode.needs_calibration and representative_data is None:
         raise ValueError(
-            "quantize='int8' needs representative_data: a few inputs shaped like the model's "
+            f"quantize={quantize!r} needs representative_data: a few inputs shaped like the "
+            "model's "
             "(the training data is a good choice) to calibrate the integer ranges."
         )
     calibration = (_calibration_batches(fixed, representative_data, batch_size,
                                         signature=SERVE_SIGNATURE if stateful else None)
-                   if quantize == "int8" else None)
+                   if mode.needs_calibration else None)
     layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
     if stateful:
@@ -215,13 +218,7 @@ def build_tflite(
         converter = frozen_converter(frozen, signature, names)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
-    if quantize is not None:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if quantize == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if quantize == "int8":
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.representative_dataset = calibration
+    mode.configure(converter, tf, calibration)
     with states_reset(model):  # the file starts from a reset state
         flatbuffer = convert(converter, layer_names)
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
@@ -313,10 +310,11 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
     if form not in FORMS:
         raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
     cells = {run.cell for layer in recurrent for run in cell_runs(layer)}
+    calibrated = get_quantize_mode(quantize).needs_calibration
     if form == "auto":
         directions = sum(len(cell_runs(layer)) for layer in recurrent)
         if (seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS
-                or quantize == "int8"):
+                or calibrated):
             return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
         return "while"
     if form == "fused" and cells != {"lstm"}:
@@ -325,9 +323,9 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
             f"has {sorted(cells)}. TFLite has no fused GRU or SimpleRNN kernel: use 'unrolled' "
             "or 'while'."
         )
-    if form in ("while", "fused") and quantize == "int8":
+    if form in ("while", "fused") and calibrated:
         raise ValueError(
-            f"quantize='int8' cannot calibrate the {form!r} form here (the calibrator crashes "
+            f"quantize={quantize!r} cannot calibrate the {form!r} form here (the calibrator crashes "
             "the process on TFLite WHILE loops, TensorFlow issue 75140): use form='unrolled'."
         )
     return form

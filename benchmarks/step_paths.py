@@ -53,7 +53,7 @@ def main() -> None:
     from export.onnx import DEFAULT_OPSET
     from export.seq2seq import decoder_step_onnx, decoder_step_tflite
     from export.streaming import graph_step_onnx, graph_step_tflite
-    from export.structure import read_model
+    from keras_rnn.structure import read_model
 
     writers = {
         ("chain", "tflite"): lambda m: decoder_step_tflite(read_model(m), batch_size=1,

@@ -26,7 +26,8 @@ import functools
 import numpy as np
 
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name
-from export.structure import (
+from keras_rnn.cells import cell
+from keras_rnn.structure import (
     Bidirectional,
     Stacked,
     UnsupportedModelError,
@@ -36,7 +37,6 @@ from export.structure import (
     is_stacked_builtin,
     model_inputs_outputs,
 )
-from keras_rnn.cells import cell
 
 # a model with one input and one output keeps the runtime's default names
 SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT

@@ -46,15 +46,15 @@ from export.runtime import (
     state_input_name,
     state_output_name,
 )
-from export.structure import (
+from keras_rnn.cells import cell
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
+from keras_rnn.structure import (
     Bidirectional,
     Dense,
     Recurrent,
     Stacked,
     UnsupportedModelError,
 )
-from keras_rnn.cells import cell
-from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 14  # Softmax over the last axis alone, ReduceSum with axes as an input
@@ -588,7 +588,7 @@ class GraphBuilder:
 
     def operator_inputs(self, name: str, directions, values: str, direction_name: str):
         """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
-        first = directions[0]  # every activation export.structure accepts has an entry
+        first = directions[0]  # every activation keras_rnn.structure accepts has an entry
         W, R, B = zip(*(_onnx_weights(direction) for direction in directions))
         kind = cell(first.cell)
         # Keras activations in the operator's slots (f, g, h per direction)

@@ -30,7 +30,8 @@ from export._files import check_writable, staged_in, write_atomic
 from export.graph import state_labels
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name, state_output_name
 from export.streaming import STATES_METADATA
-from export.structure import (
+from keras_rnn.cells import cell
+from keras_rnn.structure import (
     Activation,
     Dense,
     Embedding,
@@ -39,7 +40,6 @@ from export.structure import (
     UnsupportedModelError,
     describe_layer,
 )
-from keras_rnn.cells import cell
 
 SOURCE_NAME = "source"
 INPUT_NAME, OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT  # what export.runtime.StepModel reads

@@ -53,7 +53,7 @@ from export.graph import (
     states_by_layer,
 )
 from export.runtime import state_input_name, state_output_name
-from export.structure import (
+from keras_rnn.structure import (
     Bidirectional,
     Recurrent,
     UnsupportedModelError,

@@ -55,7 +55,9 @@ from export.runtime import (
     state_input_name,
     state_output_name,
 )
-from export.structure import (
+from keras_rnn.cells import cell
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
+from keras_rnn.structure import (
     Activation,
     Bidirectional,
     Dense,
@@ -66,8 +68,6 @@ from export.structure import (
     UnsupportedModelError,
     read_model,
 )
-from keras_rnn.cells import cell
-from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 
 QUANTIZE = tuple(QUANTIZE_MODES)  # None (float32), "dynamic", "float16", "int8"
 SERVE_SIGNATURE = "serve"  # a stateful file's inference signature (beside RESET_SIGNATURE)

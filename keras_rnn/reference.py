@@ -27,7 +27,8 @@ import dataclasses
 
 import numpy as np
 
-from export.structure import (
+from keras_rnn.cells import cell
+from keras_rnn.structure import (
     Activation,
     Bidirectional,
     Dense,
@@ -38,7 +39,6 @@ from export.structure import (
     describe_layer,
     read_model,
 )
-from keras_rnn.cells import cell
 
 
 def activation(name: str, x: np.ndarray) -> np.ndarray:
@@ -79,7 +79,7 @@ def run_recurrent(layer: Recurrent, x: np.ndarray, mask: np.ndarray | None = Non
     """Runs a recurrent layer over a whole sequence, as Keras does.
 
     Args:
-        layer: the layer's description (`export.structure.read_model` or `describe_layer`).
+        layer: the layer's description (`keras_rnn.structure.read_model` or `describe_layer`).
         x: inputs, shape `(batch, timesteps, input dim)`.
         mask: optional booleans `(batch, timesteps)`; False steps are skipped.
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from export.parity import padding_patterns
-from export.structure import CELLS, RNN_ACTIVATIONS
 from keras_rnn.cells import cell as cell_kind
 from keras_rnn.cells import keras_layer_class
+from keras_rnn.structure import CELLS, RNN_ACTIVATIONS
 
 OVERFLOW = 100.0  # |Keras output| beyond which a case counts as overflowing
 MERGE_MODES = ("concat", "sum", "ave", "mul")

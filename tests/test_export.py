@@ -13,9 +13,9 @@ from helpers import assert_outputs_close
 from export import export_onnx, export_tflite, verify, vocabulary_metadata
 from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import ModelFileError, load
-from export.structure import UnsupportedModelError
 from export.tflite import TFLiteConversionError, check_builtin_only, operator_names
 from keras_rnn import build_model
+from keras_rnn.structure import UnsupportedModelError
 
 CELLS = ("simple_rnn", "lstm", "gru")
 SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict(bidirectional=True)}
@@ -461,9 +461,9 @@ def test_a_huge_fixed_batch_is_refused_before_converting(tmp_path):
 
 @pytest.mark.slow
 def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
-    from export.structure import read_model
     from export.tflite import MAX_AUTO_UNROLLED_CELL_STEPS as CELL_STEPS
     from export.tflite import choose_form
+    from keras_rnn.structure import read_model
 
     model = _model("gru", "many_to_one", "single", "one_hot")
     structure = read_model(model).recurrent_layers

@@ -61,3 +61,15 @@ def test_runtime_extra_installs_alone_and_runs_exported_files(tmp_path):
     expected = np.asarray(model(x))
     for path in files:  # the looser (TFLite) bound: see export.parity for its reason
         assert_outputs_close(path.name, np.load(f"{path}.out.npy"), expected, TFLITE_TOLERANCE)
+
+
+def test_the_lecture_package_never_imports_the_exporter():
+    """`keras_rnn` is what a learner imports; `export` builds on it, never the other way."""
+    import ast
+
+    for path in sorted((ROOT / "keras_rnn").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(name == "export" or name.startswith("export.") for name in names), (
+                path.name, names)

@@ -152,8 +152,8 @@ def test_translator_export_refusals(tmp_path, translators):
     import keras
 
     from export.seq2seq import export_translator
-    from export.structure import UnsupportedModelError
     from keras_rnn.seq2seq import translate
+    from keras_rnn.structure import UnsupportedModelError
 
     model = translators["gru", False]["model"]
     with pytest.raises(ValueError, match="must end in .tflite or .onnx"):

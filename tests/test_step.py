@@ -13,10 +13,10 @@ from export import vocabulary_metadata
 from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import ModelFileError, StepModel, generate
 from export.streaming import export_step
-from export.structure import UnsupportedModelError
 from export.tflite import operator_names
 from keras_rnn import build_model
 from keras_rnn.sample import generate as keras_generate
+from keras_rnn.structure import UnsupportedModelError
 
 CELLS = ("simple_rnn", "lstm", "gru")
 FORMATS = {"tflite": TFLITE_TOLERANCE, "onnx": ONNX_TOLERANCE}

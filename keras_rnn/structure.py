@@ -1,13 +1,16 @@
 """A trained Keras RNN model read into plain layer descriptions with NumPy weights.
 
-The NumPy reference (`reference.py`) and both exporters (`export/tflite.py`, `export/onnx.py`)
-work from these descriptions rather than from Keras objects: they see exactly the weights and
-options that decide what the model computes, and anything this module does not understand is
-refused here, once, with the name of the layer.
+The NumPy reference (`keras_rnn.reference`) and the exporters (`export.graph`,
+`export.tflite`, `export.onnx`) work from these descriptions rather than from Keras objects:
+they see exactly the weights and options that decide what the model computes, and anything
+this module does not understand is refused here, once, with the name of the layer. It lives in
+the lecture package so that no `keras_rnn` module imports `export` (the exporters import it).
 
-Supported: `InputLayer`, `Embedding` (with `mask_zero`), `Masking`, `SimpleRNN`, `LSTM`, `GRU`
-(both `reset_after` variants), `Bidirectional` of those, `Dropout` (identity at inference),
-`Dense`, `TimeDistributed(Dense)`, `Activation` and `Softmax`, in a single chain.
+`describe_layer` describes one layer (the exporters describe each built-in recurrent layer of
+any graph). `read_model` reads a single chain of `InputLayer`, `Embedding` (with `mask_zero`),
+`Masking`, `SimpleRNN`, `LSTM`, `GRU` (both `reset_after` variants), `Bidirectional` of those,
+`Dropout` (identity at inference), `Dense`, `TimeDistributed(Dense)`, `Activation` and
+`Softmax`: what the reference's `run_model` and the translators' hand-written decoder take.
 """
 
 from __future__ import annotations

@@ -24,7 +24,9 @@ from pathlib import Path
 from export.formats import FORMATS, QUANTIZE_MODES  # noqa: E402  (loads no exporter)
 
 MAX_BATCH_SIZE = 4096  # a fixed TFLite batch beyond this is a typo, not a device's batch
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# (SIGHUP is POSIX only)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                     if hasattr(signal, name))
 # A .keras archive is read only within these bounds, checked on its zip directory before Keras
 # opens it, so a small archive that inflates to gigabytes is refused at once with bounded
 # memory. Keras stores members uncompressed (about 1:1); DEFLATE reaches about 1000:1.

@@ -2,6 +2,25 @@
 
 import numpy as np
 
+CELLS = ("simple_rnn", "lstm", "gru")
+SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict(bidirectional=True)}
+INPUTS = {"one_hot": dict(), "embedding_mask": dict(inputs="embedding", embedding_dim=4,
+                                                     mask_zero=True)}
+SEQ_LEN = 9
+
+
+def lecture_model(cell, outputs, shape, inputs, **extra):
+    """A seeded untrained lecture model: `outputs` "many_to_many" or "many_to_one", `shape` a
+    key of SHAPES, `inputs` a key of INPUTS."""
+    import keras
+
+    from keras_rnn import build_model
+
+    keras.utils.set_random_seed(7)
+    return build_model(**{"cell": cell, "input_size": 6, "hidden_size": 5, "output_size": 4,
+                          "return_sequences": outputs == "many_to_many", **SHAPES[shape],
+                          **INPUTS[inputs], **extra})
+
 
 def assert_outputs_close(name: str, actual, expected, tolerance: float) -> None:
     """Test helper: shape, dtype kind and values, with the max abs difference in the message."""

@@ -1,15 +1,24 @@
-"""Files someone else wrote: metadata is validated field by field, and every problem is a
-`ModelFileError` (a `ValueError`) naming the file and the field, never an AttributeError,
-KeyError, TypeError or UnicodeDecodeError, and never a loop bounded only by the file."""
+"""The TF-free runtime (`export.runtime`): clear errors for missing and corrupt files and wrong
+inputs, files that run where TensorFlow cannot be imported, and files someone else wrote:
+metadata is validated field by field, and every problem is a `ModelFileError` (a `ValueError`)
+naming the file and the field, never an AttributeError, KeyError, TypeError or
+UnicodeDecodeError, and never a loop bounded only by the file."""
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, vocabulary_metadata
+from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import STATEFUL_METADATA, ModelFileError, StepModel, generate, load
 from export.streaming import export_step
 from keras_rnn import Vocabulary, build_model
 
+ROOT = Path(__file__).resolve().parents[1]
 VOCABULARY = Vocabulary.from_texts("hihello")  # 5 symbols
 
 
@@ -132,3 +141,56 @@ def test_runtime_refuses_empty_axes_negative_ids_and_strings(tmp_path, model):
         exported.run(np.array([[1, -1, 2, 3]], np.int32))
     with pytest.raises(ValueError, match="could not run on this input"):  # id 9 of 5: named
         exported.run(np.array([[1, 9, 2, 3]], np.int32))
+
+
+@pytest.mark.parametrize("suffix", [".tflite", ".onnx"])
+def test_corrupt_and_missing_files_give_clear_errors(tmp_path, suffix):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        load(tmp_path / f"missing{suffix}")
+    corrupt = tmp_path / f"corrupt{suffix}"
+    corrupt.write_bytes(b"\x00not a model at all" * 10)
+    with pytest.raises(ModelFileError, match="not a valid"):
+        load(corrupt)
+
+
+def test_runtime_checks_input_shape_and_dtype(tmp_path, sentiment_results):
+    result = sentiment_results["gru"]
+    model = load(export_tflite(result["model"], tmp_path / "s.tflite"))
+    with pytest.raises(ValueError, match=r"expects input shape \(1, 10\); got \(1, 9\)"):
+        model.run(result["x"][:1, :9])
+    with pytest.raises(ValueError, match="rank 2"):
+        model.run(result["x"][0])
+    with pytest.raises(ValueError, match="integer token ids"):
+        model.run(result["x"][:1].astype(np.float32))
+
+
+# -- the exported files run where TensorFlow cannot be imported --------------------------------
+
+TF_FREE_SCRIPT = """
+import sys
+sys.modules["tensorflow"] = None  # any import of TensorFlow now raises ImportError
+sys.modules["keras"] = None
+import numpy as np
+from export.runtime import load
+x = np.load(sys.argv[1])
+for path in sys.argv[2:]:
+    np.save(path + ".out.npy", load(path).run(x))
+print("tensorflow" in sys.modules and sys.modules["tensorflow"] is not None)
+"""
+
+
+def test_exported_files_run_without_tensorflow(tmp_path, hihello_results):
+    result = hihello_results["lstm"]
+    tflite = export_tflite(result["model"], tmp_path / "h.tflite")
+    onnx_path = export_onnx(result["model"], tmp_path / "h.onnx")
+    np.save(tmp_path / "x.npy", result["x"])
+    completed = subprocess.run(
+        [sys.executable, "-c", TF_FREE_SCRIPT, str(tmp_path / "x.npy"), str(tflite), str(onnx_path)],
+        capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "False"
+    expected = np.asarray(result["model"](result["x"]))
+    assert_outputs_close("tflite without TF", np.load(f"{tflite}.out.npy"), expected,
+                         TFLITE_TOLERANCE)
+    assert_outputs_close("onnx without TF", np.load(f"{onnx_path}.out.npy"), expected,
+                         ONNX_TOLERANCE)

@@ -27,6 +27,7 @@ import numpy as np
 
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name
 from keras_rnn.cells import cell
+from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import (
     Bidirectional,
     Stacked,
@@ -37,6 +38,9 @@ from keras_rnn.structure import (
     is_stacked_builtin,
     model_inputs_outputs,
 )
+
+load_tensorflow()  # TensorFlow's start-up kept quiet before Keras imports it
+import keras  # noqa: E402  (the stand-in layers below are Keras layers)
 
 # a model with one input and one output keeps the runtime's default names
 SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME = MAIN_INPUT, MAIN_OUTPUT
@@ -67,8 +71,6 @@ def check_exportable(model, *, carried_state: bool = True) -> None:
 def state_variables(layer) -> list:
     """The variables a stateful layer keeps its state in between calls (both directions of
     a Bidirectional, forward first), in Keras's state order (h, then c for LSTM)."""
-    import keras
-
     if isinstance(layer, keras.layers.Bidirectional):
         return state_variables(layer.forward_layer) + state_variables(layer.backward_layer)
     if not getattr(layer, "stateful", False) or getattr(layer, "states", None) is None:
@@ -141,8 +143,6 @@ def states_reset(model):
 def describe_recurrent(layer):
     """The `Recurrent`/`Bidirectional`/`Stacked` description of a built-in recurrent layer, or
     None for any other layer (left to the converter)."""
-    import keras
-
     if isinstance(layer, keras.layers.Bidirectional):
         if not (is_builtin_recurrent(layer.forward_layer)
                 and is_builtin_recurrent(layer.backward_layer)):
@@ -161,71 +161,63 @@ def state_sizes(description) -> list[int]:
     return [units for _, units in state_labels("", description)]
 
 
-@functools.cache
-def stand_in_base():
-    import keras
+class RecurrentStandIn(keras.layers.Layer):
+    """A built-in recurrent layer's place in the cloned graph: same name, same inputs,
+    outputs, masks and states; subclasses write its computation for one format."""
 
-    class RecurrentStandIn(keras.layers.Layer):
-        """A built-in recurrent layer's place in the cloned graph: same name, same inputs,
-        outputs, masks and states; subclasses write its computation for one format."""
+    def __init__(self, original, description):
+        super().__init__(name=original.name)
+        self.description = description
+        self.return_sequences = bool(original.return_sequences)
+        self.return_state = bool(original.return_state)
+        self.supports_masking = True
+        # stateful=True: the original layer's state variables (a call, not an attribute,
+        # so the stand-in does not track them as its own)
+        self.kept_states = functools.partial(state_variables, original)
 
-        def __init__(self, original, description):
-            super().__init__(name=original.name)
-            self.description = description
-            self.return_sequences = bool(original.return_sequences)
-            self.return_state = bool(original.return_state)
-            self.supports_masking = True
-            # stateful=True: the original layer's state variables (a call, not an attribute,
-            # so the stand-in does not track them as its own)
-            self.kept_states = functools.partial(state_variables, original)
+    def _output_specs(self, batch, steps, *, with_states=None):
+        """The outputs' specs: a list with the final states when `with_states` (default:
+        as the layer returns them), else the outputs alone."""
+        with_states = self.return_state if with_states is None else with_states
+        units = self.description.units
+        shape = (batch, steps, units) if self.return_sequences else (batch, units)
+        outputs = [keras.KerasTensor(shape, "float32")]
+        if with_states:
+            outputs += [keras.KerasTensor((batch, size), "float32")
+                        for size in state_sizes(self.description)]
+        return outputs if with_states else outputs[0]
 
-        def _output_specs(self, batch, steps, *, with_states=None):
-            """The outputs' specs: a list with the final states when `with_states` (default:
-            as the layer returns them), else the outputs alone."""
-            with_states = self.return_state if with_states is None else with_states
-            units = self.description.units
-            shape = (batch, steps, units) if self.return_sequences else (batch, units)
-            outputs = [keras.KerasTensor(shape, "float32")]
-            if with_states:
-                outputs += [keras.KerasTensor((batch, size), "float32")
-                            for size in state_sizes(self.description)]
-            return outputs if with_states else outputs[0]
+    def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
+        self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
+        return self._output_specs(inputs.shape[0], inputs.shape[1])
 
-        def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
-            self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
-            return self._output_specs(inputs.shape[0], inputs.shape[1])
+    def with_known_shape(self, inputs):
+        """`inputs` with the static shape Keras inferred, where the traced graph lost it
+        (after an op of unknown output shape)."""
+        if inputs.shape.rank is None and hasattr(self, "known_input_shape"):
+            inputs.set_shape(self.known_input_shape)
+        return inputs
 
-        def with_known_shape(self, inputs):
-            """`inputs` with the static shape Keras inferred, where the traced graph lost it
-            (after an op of unknown output shape)."""
-            if inputs.shape.rank is None and hasattr(self, "known_input_shape"):
-                inputs.set_shape(self.known_input_shape)
-            return inputs
-
-        def compute_mask(self, inputs, mask=None):
-            output_mask = mask if self.return_sequences else None
-            if self.return_state:
-                return [output_mask] + [None] * len(state_sizes(self.description))
-            return output_mask
-
-    return RecurrentStandIn
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * len(state_sizes(self.description))
+        return output_mask
 
 
 def clone_with(model, stand_in, *, batched_dense: bool = False):
     """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
     description)`; every other layer is reused as is (its weights included), but for
-    `TimeDistributed`, which becomes one reshape around its inner layer (`_FlatTimeDistributed`),
-    and with `batched_dense` (for ONNX), `Dense` (`_BatchedDense`)."""
-    import keras
-
+    `TimeDistributed`, which becomes one reshape around its inner layer (`FlatTimeDistributed`),
+    and with `batched_dense` (for ONNX), `Dense` (`BatchedDense`)."""
     def clone_function(layer):
         if isinstance(layer, keras.layers.TimeDistributed) and not getattr(
                 layer.layer, "_call_has_mask_arg", False):
-            return _flat_time_distributed_class()(layer)
+            return FlatTimeDistributed(layer)
         if (batched_dense and type(layer) is keras.layers.Dense
                 and getattr(layer, "quantization_mode", None) is None
                 and not getattr(layer, "lora_enabled", False)):
-            return _batched_dense_class()(layer)
+            return BatchedDense(layer)
         description = describe_recurrent(layer)
         return layer if description is None else stand_in(layer, description)
 
@@ -240,74 +232,62 @@ def clone_with(model, stand_in, *, batched_dense: bool = False):
         ) from error
 
 
-@functools.cache
-def _flat_time_distributed_class():
-    import keras
+class FlatTimeDistributed(keras.layers.Layer):
+    """`TimeDistributed(layer)` as Keras computes it for a static time axis, written as one
+    reshape: (batch, time, ...) -> (batch * time, ...) -> the layer -> back. Keras itself
+    runs a free time axis through `vectorized_map`, a while loop that tf2onnx converts
+    into a `Loop` with wrong shapes, and that would be slow anyway."""
 
-    class FlatTimeDistributed(keras.layers.Layer):
-        """`TimeDistributed(layer)` as Keras computes it for a static time axis, written as one
-        reshape: (batch, time, ...) -> (batch * time, ...) -> the layer -> back. Keras itself
-        runs a free time axis through `vectorized_map`, a while loop that tf2onnx converts
-        into a `Loop` with wrong shapes, and that would be slow anyway."""
+    def __init__(self, original):
+        super().__init__(name=original.name)
+        self.inner = original.layer
+        self.original = original
+        self.supports_masking = True
 
-        def __init__(self, original):
-            super().__init__(name=original.name)
-            self.inner = original.layer
-            self.original = original
-            self.supports_masking = True
+    def compute_output_spec(self, inputs, mask=None, training=None):
+        return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                 inputs.dtype)
 
-        def compute_output_spec(self, inputs, mask=None, training=None):
-            return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
-                                     inputs.dtype)
+    def compute_mask(self, inputs, mask=None):
+        return mask
 
-        def compute_mask(self, inputs, mask=None):
-            return mask
-
-        def call(self, inputs, mask=None, training=None):
-            ops = keras.ops
-            shape = ops.shape(inputs)
-            flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-            outputs = self.inner(flat, training=False)
-            return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
-
-    return FlatTimeDistributed
+    def call(self, inputs, mask=None, training=None):
+        ops = keras.ops
+        shape = ops.shape(inputs)
+        flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
+        outputs = self.inner(flat, training=False)
+        return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
 
 
-@functools.cache
-def _batched_dense_class():
-    import keras
+class BatchedDense(keras.layers.Layer):
+    """`Dense` on inputs of rank above 2 as one batched matmul, which ONNX's MatMul
+    broadcasts over the leading axes. Keras's TensorFlow backend writes it as a tensordot
+    (reshapes around a 2-D matmul and the shape arithmetic between them), which tf2onnx
+    copies node for node: 8 nodes for 1, a measurable share of a lecture-size model's time
+    in ONNX Runtime (`benchmarks/latency.py`). Same weights, same ops otherwise."""
 
-    class BatchedDense(keras.layers.Layer):
-        """`Dense` on inputs of rank above 2 as one batched matmul, which ONNX's MatMul
-        broadcasts over the leading axes. Keras's TensorFlow backend writes it as a tensordot
-        (reshapes around a 2-D matmul and the shape arithmetic between them), which tf2onnx
-        copies node for node: 8 nodes for 1, a measurable share of a lecture-size model's time
-        in ONNX Runtime (`benchmarks/latency.py`). Same weights, same ops otherwise."""
+    def __init__(self, original):
+        super().__init__(name=original.name)
+        self.original = original
+        self.supports_masking = True
 
-        def __init__(self, original):
-            super().__init__(name=original.name)
-            self.original = original
-            self.supports_masking = True
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                 inputs.dtype)
 
-        def compute_output_spec(self, inputs, training=None):
-            return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
-                                     inputs.dtype)
+    def compute_mask(self, inputs, mask=None):
+        return mask
 
-        def compute_mask(self, inputs, mask=None):
-            return mask
+    def call(self, inputs, training=None):
+        import tensorflow as tf
 
-        def call(self, inputs, training=None):
-            import tensorflow as tf
-
-            dense = self.original
-            if inputs.shape.rank is None or inputs.shape.rank <= 2:
-                return dense(inputs)
-            outputs = tf.linalg.matmul(inputs, dense.kernel.value)
-            if dense.bias is not None:
-                outputs = outputs + dense.bias.value
-            return dense.activation(outputs)
-
-    return BatchedDense
+        dense = self.original
+        if inputs.shape.rank is None or inputs.shape.rank <= 2:
+            return dense(inputs)
+        outputs = tf.linalg.matmul(inputs, dense.kernel.value)
+        if dense.bias is not None:
+            outputs = outputs + dense.bias.value
+        return dense.activation(outputs)
 
 
 def input_specs(model):
@@ -405,8 +385,6 @@ def cell_runs(description) -> list:
 def recurrent_forms(model, native: str) -> dict:
     """Which form each recurrent layer got: `native` for the built-in ones, the converter's
     own loop for the rest (custom cells, ConvLSTM)."""
-    import keras
-
     forms = {}
     for layer in all_layers(model):
         if describe_recurrent(layer) is not None:
@@ -418,8 +396,6 @@ def recurrent_forms(model, native: str) -> dict:
 
 
 def all_layers(model):
-    import keras
-
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             yield from all_layers(layer)

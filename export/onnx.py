@@ -19,7 +19,6 @@ zeros, with `zero_output_for_mask`), as Keras's time loop does. See `PaddingMask
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import re
@@ -29,13 +28,13 @@ import numpy as np
 
 from export._files import check_writable, write_atomic
 from export.graph import (
+    RecurrentStandIn,
     check_exportable,
     clone_with,
     frozen_inference,
     input_specs,
     output_names,
     recurrent_forms,
-    stand_in_base,
     state_layout,
     state_sizes,
     states_by_layer,
@@ -129,7 +128,7 @@ def marker_maker(markers: dict, cls=None):
     `cls` (default `RecurrentMarker`), registered in `markers` by its number."""
 
     def make(original, description):
-        marker = (cls or marker_class())(original, description, len(markers))
+        marker = (cls or RecurrentMarker)(original, description, len(markers))
         markers[marker.marker_id] = marker
         return marker
 
@@ -322,46 +321,40 @@ def finish_model(graph_proto, opset: int, metadata: dict | None, extra_opsets=()
     return proto
 
 
-@functools.cache
-def marker_class():
-    base = stand_in_base()
+class RecurrentMarker(RecurrentStandIn):
+    """A built-in recurrent layer as an opaque op of the traced graph (see `build_onnx`),
+    recording which inputs it was called with (mask, initial states)."""
 
-    class RecurrentMarker(base):
-        """A built-in recurrent layer as an opaque op of the traced graph (see `build_onnx`),
-        recording which inputs it was called with (mask, initial states)."""
+    def __init__(self, original, description, marker_id: int):
+        super().__init__(original, description)
+        self.marker_id = marker_id
+        self.traced = (False, 0)
+        self.traced_shapes = []
+        self.emits_states = self.return_state
 
-        def __init__(self, original, description, marker_id: int):
-            super().__init__(original, description)
-            self.marker_id = marker_id
-            self.traced = (False, 0)
-            self.traced_shapes = []
-            self.emits_states = self.return_state
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        results = self.marked(inputs, mask, list(initial_state or []), self.return_state)
+        return results if self.return_state else results[0]
 
-        def call(self, inputs, mask=None, initial_state=None, training=None):
-            results = self.marked(inputs, mask, list(initial_state or []), self.return_state)
-            return results if self.return_state else results[0]
+    def run_with_states(self, inputs, states):
+        """One run from `states`, returning `[outputs] + final states` (step models)."""
+        return self.marked(self.with_known_shape(inputs), None, list(states), True)
 
-        def run_with_states(self, inputs, states):
-            """One run from `states`, returning `[outputs] + final states` (step models)."""
-            return self.marked(self.with_known_shape(inputs), None, list(states), True)
+    def marked(self, inputs, mask, states, emit_states: bool) -> list:
+        import tensorflow as tf
 
-        def marked(self, inputs, mask, states, emit_states: bool) -> list:
-            import tensorflow as tf
-
-            self.traced = (mask is not None, len(states))
-            self.emits_states = emit_states
-            arguments = [inputs] + ([mask] if mask is not None else []) + states
-            specs = self._output_specs(inputs.shape[0], inputs.shape[1], with_states=emit_states)
-            specs = specs if isinstance(specs, list) else [specs]
-            self.traced_shapes = [tuple(spec.shape) for spec in specs]
-            results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
-                                        stateful=False,
-                                        name=f"{MARKER_PREFIX}{self.marker_id}")
-            # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
-            # so the converter knows the ranks of everything downstream
-            return [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
-
-    return RecurrentMarker
+        self.traced = (mask is not None, len(states))
+        self.emits_states = emit_states
+        arguments = [inputs] + ([mask] if mask is not None else []) + states
+        specs = self._output_specs(inputs.shape[0], inputs.shape[1], with_states=emit_states)
+        specs = specs if isinstance(specs, list) else [specs]
+        self.traced_shapes = [tuple(spec.shape) for spec in specs]
+        results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
+                                    stateful=False,
+                                    name=f"{MARKER_PREFIX}{self.marker_id}")
+        # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
+        # so the converter knows the ranks of everything downstream
+        return [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
 
 
 def _never_run(*arguments):

@@ -37,7 +37,6 @@ layer named with the reason.
 
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
@@ -52,7 +51,9 @@ from export.graph import (
     state_labels,
     states_by_layer,
 )
+from export.onnx import RecurrentMarker
 from export.runtime import state_input_name, state_output_name
+from export.tflite import UnrolledRecurrent
 from keras_rnn.structure import (
     Bidirectional,
     Recurrent,
@@ -157,26 +158,30 @@ def _on_last_axis(layer) -> bool:
     return all(a in (-1, rank - 1) for a in axes)
 
 
-@functools.cache
-def _step_class(base):
-    """`base` (a format's recurrent stand-in, with `run_with_states`) run from the states the
-    step model is given, its final states handed on through `channel`."""
+class _FromGivenStates:
+    """Runs a format's recurrent stand-in (with `run_with_states`) from the states the step
+    model is given, handing its final states on through `channel` (mixed in before it)."""
 
-    class StepRecurrent(base):
-        channel = None  # a _Channel, set per trace
+    channel = None  # a _Channel, set per trace
 
-        def call(self, inputs, mask=None, initial_state=None, training=None):
-            if initial_state is not None:
-                raise UnsupportedModelError(
-                    f"Layer {self.name!r} is called with initial_state=: in a step model its "
-                    "state is the input state_N (give the initial state there at the first "
-                    "step); export the whole-sequence model otherwise.")
-            # (no mask: a step model is fed real steps only, as this module documents)
-            results = self.run_with_states(inputs, self.channel.given[self.name])
-            self.channel.final[self.name] = results[1:]
-            return results if self.return_state else results[0]
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        if initial_state is not None:
+            raise UnsupportedModelError(
+                f"Layer {self.name!r} is called with initial_state=: in a step model its "
+                "state is the input state_N (give the initial state there at the first "
+                "step); export the whole-sequence model otherwise.")
+        # (no mask: a step model is fed real steps only, as this module documents)
+        results = self.run_with_states(inputs, self.channel.given[self.name])
+        self.channel.final[self.name] = results[1:]
+        return results if self.return_state else results[0]
 
-    return StepRecurrent
+
+class UnrolledStep(_FromGivenStates, UnrolledRecurrent):
+    """TFLite: the unrolled cell run for the given steps from the given states."""
+
+
+class MarkerStep(_FromGivenStates, RecurrentMarker):
+    """ONNX: the marker spliced into the native operator, run from the given states."""
 
 
 class _Channel:
@@ -235,11 +240,11 @@ def _step_specs(model, layout, batch):
 def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes:
     """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
     from export.graph import freeze
-    from export.tflite import add_metadata, convert, frozen_converter, unrolled_class
+    from export.tflite import add_metadata, convert, frozen_converter
 
     layout = check_streams(model)
     specs = _step_specs(model, layout, batch_size)
-    step = _step_function(model, layout, _step_class(unrolled_class()), batched_dense=False)
+    step = _step_function(model, layout, UnrolledStep, batched_dense=False)
     names = output_names(model) + [state_output_name(i) for i in range(len(layout))]
     flatbuffer = convert(frozen_converter(freeze(step, specs), specs, names),
                          [layer.name for layer in all_layers(model)])
@@ -250,12 +255,12 @@ def graph_step_onnx(model, *, opset: int, metadata: dict | None):
     """The ONNX step model of a graph that streams, each recurrent layer its native operator
     run for one step from `state_N` (dynamic batch)."""
     from export.graph import freeze
-    from export.onnx import converted_graph, marker_class, marker_maker
+    from export.onnx import converted_graph, marker_maker
 
     layout = check_streams(model)
     specs = _step_specs(model, layout, None)
     markers = {}
-    stand_in = marker_maker(markers, _step_class(marker_class()))
+    stand_in = marker_maker(markers, MarkerStep)
     step = _step_function(model, layout, stand_in, batched_dense=True)
     # loops kept as loops, as tf2onnx's own loader freezes them
     frozen = freeze(step, specs, lower_control_flow=False, aggressive_inlining=True)

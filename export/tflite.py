@@ -16,7 +16,6 @@ the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (see `choose_form`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import json
 import warnings
@@ -29,6 +28,7 @@ from export.formats import QUANTIZE_MODES, get_quantize_mode
 from export.graph import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
+    RecurrentStandIn,
     all_layers,
     cell_runs,
     check_exportable,
@@ -39,7 +39,6 @@ from export.graph import (
     named_inference,
     output_names,
     recurrent_forms,
-    stand_in_base,
     state_layout,
     state_variables,
     stateful_batch,
@@ -610,39 +609,33 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
 
 def unrolled_stand_in(original, description):
     """The TFLite stand-in of a built-in recurrent layer (see `export.graph`)."""
-    return unrolled_class()(original, description)
+    return UnrolledRecurrent(original, description)
 
 
-@functools.cache
-def unrolled_class():
-    base = stand_in_base()
+class UnrolledRecurrent(RecurrentStandIn):
+    """The layer's time loop written out step by step from its trained weights: one
+    FULLY_CONNECTED for every step's input projection at once, then per step the
+    recurrent matmul and element-wise builtins; a SELECT per step where a mask is."""
 
-    class UnrolledRecurrent(base):
-        """The layer's time loop written out step by step from its trained weights: one
-        FULLY_CONNECTED for every step's input projection at once, then per step the
-        recurrent matmul and element-wise builtins; a SELECT per step where a mask is."""
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        inputs = self.with_known_shape(inputs)
+        states = self.kept_states()
+        if not states:
+            return run_recurrent(self.description, inputs, mask, initial_state,
+                                 self.return_state)
+        # stateful=True: start from the kept state (unless given one, as Keras does) and
+        # keep the final state for the next call
+        if initial_state is None:
+            initial_state = [variable.value for variable in states]
+        results = run_recurrent(self.description, inputs, mask, initial_state, True)
+        for variable, state in zip(states, results[1:]):
+            variable.assign(state)
+        return results if self.return_state else results[0]
 
-        def call(self, inputs, mask=None, initial_state=None, training=None):
-            inputs = self.with_known_shape(inputs)
-            states = self.kept_states()
-            if not states:
-                return run_recurrent(self.description, inputs, mask, initial_state,
-                                     self.return_state)
-            # stateful=True: start from the kept state (unless given one, as Keras does) and
-            # keep the final state for the next call
-            if initial_state is None:
-                initial_state = [variable.value for variable in states]
-            results = run_recurrent(self.description, inputs, mask, initial_state, True)
-            for variable, state in zip(states, results[1:]):
-                variable.assign(state)
-            return results if self.return_state else results[0]
-
-        def run_with_states(self, inputs, states):
-            """One run from `states`, returning `[outputs] + final states` (step models)."""
-            return run_recurrent(self.description, self.with_known_shape(inputs), None,
-                                 states, True)
-
-    return UnrolledRecurrent
+    def run_with_states(self, inputs, states):
+        """One run from `states`, returning `[outputs] + final states` (step models)."""
+        return run_recurrent(self.description, self.with_known_shape(inputs), None,
+                             states, True)
 
 
 def frozen_converter(frozen, signature, names):

@@ -46,8 +46,20 @@ class Stopped(BaseException):
         self.signum = signum
 
 
+_STOP = {"signum": None}  # the stop signal received, if any
+
+
 def _stop(signum, frame):
+    # Raised where the program is; recorded too, since an exception raised inside a
+    # finalizer or a library's catch-all is lost: the pipeline's checkpoints raise it again.
+    _STOP["signum"] = signum
     raise Stopped(signum)
+
+
+def _checkpoint() -> None:
+    """Raises `Stopped` if a stop signal arrived (between files and before publishing)."""
+    if _STOP["signum"] is not None:
+        raise Stopped(_STOP["signum"])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    _STOP["signum"] = None
     previous = {signum: signal.signal(signum, _stop) for signum in STOP_SIGNALS}
     try:
         return _main(args)
@@ -173,7 +186,7 @@ def _run(args):
         model, out, model_path.stem, formats=args.to, quantize=quantize,
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
         metadata=metadata, verify_files=args.verify, form=args.form, step=args.step,
-        progress=True,
+        progress=True, checkpoint=_checkpoint,
     )
 
 

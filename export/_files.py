@@ -181,8 +181,10 @@ def staged_in(directory):
 def directory_lock(directory):
     """Holds an exclusive lock on an output directory for a multi-file export, so two runs
     writing into one directory cannot both report success for files the other overwrote.
-    Holding it, removes the staging folders of runs that were killed (no live run has one)."""
+    Holding it, removes the staging folders of runs that were killed (no live run has one),
+    on the way in and on the way out."""
     descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    locked = False
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -190,13 +192,19 @@ def directory_lock(directory):
             raise ValueError(
                 f"Another export is writing into {str(directory)!r} right now; wait for it to "
                 "finish or choose another output directory.") from None
-        _remove_stale_staging(Path(directory))
+        locked = True
+        _remove_staging_folders(Path(directory))
         yield
     finally:
+        if locked:
+            # Again on the way out, however it is left: a signal can land between a staging
+            # folder's creation and the block that removes it; holding the lock, every
+            # staging folder here is this run's or a dead run's.
+            _remove_staging_folders(Path(directory))
         os.close(descriptor)
 
 
-def _remove_stale_staging(directory: Path) -> None:
+def _remove_staging_folders(directory: Path) -> None:
     for entry in os.listdir(directory):
         if not entry.startswith(STAGING_PREFIX):
             continue

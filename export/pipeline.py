@@ -57,6 +57,7 @@ def export_and_verify(
     form: str = "auto",
     step: bool = False,
     progress: bool = False,
+    checkpoint=None,
 ):
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
@@ -72,6 +73,8 @@ def export_and_verify(
             Chosen here, never from `name`: a model file called `x.step.keras` is exported
             like any other.
         progress: show Keras's progress bar over the files written and verified.
+        checkpoint: called between files and right before publishing; raises to stop the
+            run (the command line raises there when a stop signal arrived).
 
     Returns:
         A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
@@ -109,9 +112,11 @@ def export_and_verify(
         import keras
 
         bar = keras.utils.Progbar(len(planned) * (2 if verify_files else 1), unit_name="step")
+    checkpoint = checkpoint or (lambda: None)
     with directory_lock(directory), staged_in(directory) as staging:
         written = []
         for file_name, fmt, variant in planned:
+            checkpoint()
             staged = staging.path(file_name)
             if step:
                 from export.streaming import export_step
@@ -130,6 +135,7 @@ def export_and_verify(
         rows = []
         if verify_files:
             for label, path in zip(labels, written):
+                checkpoint()
                 # trusted: written a moment ago by this process into its private folder
                 report = (verify_step(model, path, trusted=True) if step
                           else verify(model, path, inputs, trusted=True))
@@ -137,6 +143,7 @@ def export_and_verify(
                 _advance(bar)
             if not all(report.passed for _, report in rows):
                 raise VerificationFailed(rows)  # nothing published: never ship a failed file
+        checkpoint()
         finals = staging.publish(written)
     if not verify_files:
         return list(zip(labels, finals))

@@ -140,9 +140,12 @@ class Staging:
             if final.is_dir() and not final.is_symlink():
                 raise ValueError(f"Cannot write {str(final)!r}: a directory stands there.")
         replaced = []  # (final, the previous file's backup or None)
+        # backups in a folder of their own: no staged file name can collide with one
+        previous = self.folder / "previous"
         try:
+            previous.mkdir()
             for path, final in zip(staged, finals):
-                backup = self.folder / f"previous-{final.name}"
+                backup = previous / final.name
                 try:
                     os.link(final, backup, follow_symlinks=False)
                 except FileNotFoundError:
@@ -157,8 +160,8 @@ class Staging:
                     os.replace(backup, final)
             if isinstance(error, OSError):
                 raise ValueError(
-                    f"Cannot write {str(final)!r}: {error.strerror or error}; the directory "
-                    "holds what it held before this run.") from error
+                    f"Cannot write into {str(self.directory)!r}: {error.strerror or error}; "
+                    "the directory holds what it held before this run.") from error
             raise
         return finals
 

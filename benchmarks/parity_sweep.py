@@ -28,7 +28,7 @@ def main():
     import keras
     from sweep import check_case, random_case
 
-    from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+    from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 
     failures, overflowing, worst = [], 0, {"onnx": 0.0, "tflite": 0.0}
     progress = keras.utils.Progbar(args.cases, unit_name="case")

@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     import keras
 
-    from export.onnx import DEFAULT_OPSET
+    from export.onnx.exporter import DEFAULT_OPSET
     from export.seq2seq import decoder_step_onnx, decoder_step_tflite
     from export.streaming import graph_step_onnx, graph_step_tflite
     from keras_rnn.structure import read_model

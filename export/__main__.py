@@ -135,7 +135,7 @@ def _main(args) -> int:
 
 
 def _print_parity(rows) -> None:
-    from export.parity import format_table
+    from export.parity.report import format_table
 
     print()
     print(format_table(rows))

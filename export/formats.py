@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 
 
 @dataclass(frozen=True)

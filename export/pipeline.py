@@ -90,7 +90,7 @@ def export_and_verify(
     """
     import numpy as np
 
-    from export.parity import verify, verify_step
+    from export.parity.verifier import verify, verify_step
 
     check_formats(formats)
     for variant in quantize:

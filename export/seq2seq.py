@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from export._files import check_writable, staged_in, write_atomic
-from export.graph import state_labels
+from export.model.state import state_labels
 from export.runtime import MAIN_INPUT, MAIN_OUTPUT, state_input_name, state_output_name
 from export.streaming import STATES_METADATA
 from keras_rnn.cells import cell
@@ -111,7 +111,7 @@ def export_translator(model, path, *, source_len: int | None = None) -> list[Pat
     Returns:
         `[encoder path, decoder path]`. A failed export removes what this call wrote.
     """
-    from export.onnx import DEFAULT_OPSET
+    from export.onnx.exporter import DEFAULT_OPSET
     from keras_rnn.seq2seq import vocabularies
 
     path = Path(path)
@@ -152,7 +152,8 @@ def export_translator(model, path, *, source_len: int | None = None) -> list[Pat
 def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> bytes:
     import tensorflow as tf
 
-    from export.tflite import add_metadata, convert_function, dense_op, unrolled_recurrent
+    from export.tflite.flatbuffer import add_metadata, convert_function
+    from export.tflite.forms import dense_op, unrolled_recurrent
 
     def encode(source):
         mask = tf.not_equal(source, 0)
@@ -176,7 +177,8 @@ def _encoder_tflite(parts: TranslatorParts, source_len: int, metadata: dict) -> 
 def _encoder_onnx(parts: TranslatorParts, opset: int, metadata: dict):
     import onnx
 
-    from export.onnx import GraphBuilder, finish_model
+    from export.onnx.exporter import finish_model
+    from export.onnx.operators import GraphBuilder
 
     graph = GraphBuilder(opset)
     float_type = onnx.TensorProto.FLOAT
@@ -237,14 +239,8 @@ def decoder_step_tflite(structure, *, batch_size: int, metadata: dict | None, at
     `encoder_outputs` (batch, source_len, units) before the head."""
     import tensorflow as tf
 
-    from export.tflite import (
-        activation_op,
-        add_metadata,
-        cell_step,
-        convert_function,
-        dense_op,
-        input_bias,
-    )
+    from export.tflite.flatbuffer import add_metadata, convert_function
+    from export.tflite.forms import activation_op, cell_step, dense_op, input_bias
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
@@ -311,7 +307,8 @@ def decoder_step_onnx(structure, *, name: str, opset: int, metadata: dict | None
     source length too); see `decoder_step_tflite`."""
     import onnx
 
-    from export.onnx import MAX_OPSET, MIN_OPSET, GraphBuilder, finish_model
+    from export.onnx.exporter import MAX_OPSET, MIN_OPSET, finish_model
+    from export.onnx.operators import GraphBuilder
 
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")

@@ -21,7 +21,7 @@ chains went through hand-written graphs before, whose ONNX files gave finite num
 Keras gives NaN (LSTM, GRU); `benchmarks/step_paths.py` measures both.
 
 The model is rebuilt with `keras.models.clone_model`, as the full-sequence exports do
-(`export.graph`), each built-in recurrent layer replaced by a stand-in that takes its state
+(`export.model.rebuild`), each built-in recurrent layer replaced by a stand-in that takes its state
 from the step model's inputs `state_N` and hands its final state to `next_state_N`; the whole
 graph then runs on a sequence of one step and goes through the format's usual converter
 (TFLite builtins, tf2onnx with the native recurrent operators spliced in). Every other layer is
@@ -41,19 +41,13 @@ import json
 from pathlib import Path
 
 from export._files import check_writable, write_atomic
-from export.graph import (
-    all_layers,
-    as_list,
-    clone_with,
-    describe_recurrent,
-    input_specs,
-    output_names,
-    state_labels,
-    states_by_layer,
-)
-from export.onnx import RecurrentMarker
+from export.model.layers import all_layers, describe_recurrent
+from export.model.rebuild import clone_with
+from export.model.signature import as_list, input_specs, output_names
+from export.model.state import state_labels, states_by_layer
+from export.onnx.splice import RecurrentMarker
 from export.runtime import state_input_name, state_output_name
-from export.tflite import UnrolledRecurrent
+from export.tflite.forms import UnrolledRecurrent
 from keras_rnn.structure import (
     Bidirectional,
     Recurrent,
@@ -78,7 +72,7 @@ def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = Non
         UnsupportedModelError: the graph cannot run step by step, naming every layer that
             reads other steps.
     """
-    from export.onnx import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+    from export.onnx.exporter import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 
     suffix = Path(path).suffix
     if suffix not in (".tflite", ".onnx"):
@@ -239,8 +233,8 @@ def _step_specs(model, layout, batch):
 
 def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes:
     """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
-    from export.graph import freeze
-    from export.tflite import add_metadata, convert, frozen_converter
+    from export.model.signature import freeze
+    from export.tflite.flatbuffer import add_metadata, convert, frozen_converter
 
     layout = check_streams(model)
     specs = _step_specs(model, layout, batch_size)
@@ -254,8 +248,9 @@ def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes
 def graph_step_onnx(model, *, opset: int, metadata: dict | None):
     """The ONNX step model of a graph that streams, each recurrent layer its native operator
     run for one step from `state_N` (dynamic batch)."""
-    from export.graph import freeze
-    from export.onnx import converted_graph, marker_maker
+    from export.model.signature import freeze
+    from export.onnx.exporter import converted_graph
+    from export.onnx.splice import marker_maker
 
     layout = check_streams(model)
     specs = _step_specs(model, layout, None)

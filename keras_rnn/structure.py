@@ -1,6 +1,6 @@
 """A trained Keras RNN model read into plain layer descriptions with NumPy weights.
 
-The NumPy reference (`keras_rnn.reference`) and the exporters (`export.graph`,
+The NumPy reference (`keras_rnn.reference`) and the exporters (`export.model`,
 `export.tflite`, `export.onnx`) work from these descriptions rather than from Keras objects:
 they see exactly the weights and options that decide what the model computes, and anything
 this module does not understand is refused here, once, with the name of the layer. It lives in

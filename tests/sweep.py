@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from export.parity import padding_patterns
+from export.parity.inputs import padding_patterns
 from keras_rnn.cells import cell as cell_kind
 from keras_rnn.cells import keras_layer_class
 from keras_rnn.structure import CELLS, RNN_ACTIVATIONS
@@ -100,10 +100,10 @@ def random_case(seed: int) -> Case:
 def check_case(case: Case, directory) -> dict:
     """Exports `case.model` to both formats, runs the files on `case.inputs` and returns the
     max abs difference of each against Keras, with whether the model overflows."""
-    from export.onnx import export_onnx
-    from export.parity import compare
+    from export.onnx.exporter import export_onnx
+    from export.parity.verifier import compare
     from export.runtime import load
-    from export.tflite import export_tflite
+    from export.tflite.exporter import export_tflite
 
     directory = Path(directory)
     expected = np.asarray(case.model(case.inputs))

@@ -15,8 +15,8 @@ import pytest
 from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
-from export.graph import input_specs, keras_outputs
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.model.signature import input_specs, keras_outputs
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import FORMS_METADATA, load
 
 pytestmark = pytest.mark.slow  # 36 architectures, each converted twice and compared

@@ -9,9 +9,9 @@ import pytest
 from helpers import CELLS, INPUTS, SEQ_LEN, SHAPES, assert_outputs_close, lecture_model
 
 from export import export_onnx, export_tflite, verify, vocabulary_metadata
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
-from export.runtime import load
-from export.tflite import TFLiteConversionError, operator_names
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.runtime import load, operator_names
+from export.tflite.flatbuffer import TFLiteConversionError
 from keras_rnn import build_model
 from keras_rnn.structure import UnsupportedModelError
 

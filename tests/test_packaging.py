@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import assert_outputs_close
 
-from export.parity import TFLITE_TOLERANCE
+from export.parity.tolerances import TFLITE_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".ci" / "wheels"  # filled by .ci/run (pip download), so the test runs offline

@@ -13,7 +13,7 @@ import pytest
 from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, vocabulary_metadata
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import STATEFUL_METADATA, ModelFileError, StepModel, generate, load
 from export.streaming import export_step
 from keras_rnn import Vocabulary, build_model

@@ -120,9 +120,8 @@ NEW_SENTENCES = ("I feel difficult", "tensorflow is hungry", "tensorflow is very
 @pytest.mark.parametrize("attention", [False, True])
 @pytest.mark.parametrize("cell", CELLS)
 def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attention):
-    from export.runtime import Translator
+    from export.runtime import Translator, operator_names
     from export.seq2seq import export_translator
-    from export.tflite import operator_names
     from keras_rnn.seq2seq import attention_weights, translate
 
     result = translators[cell, attention]

@@ -14,7 +14,7 @@ import pytest
 from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 from export.runtime import RESET_SIGNATURE, STATEFUL_METADATA, load
 
 BATCH, STEPS, FEATURES = 2, 6, 3

@@ -10,10 +10,9 @@ import pytest
 from helpers import assert_outputs_close
 
 from export import vocabulary_metadata
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
-from export.runtime import ModelFileError, StepModel, generate
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.runtime import ModelFileError, StepModel, generate, operator_names
 from export.streaming import export_step
-from export.tflite import operator_names
 from keras_rnn import build_model
 from keras_rnn.sample import generate as keras_generate
 from keras_rnn.structure import UnsupportedModelError

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sweep import bound, check_case, random_case
 
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 
 
 @pytest.mark.slow

@@ -8,9 +8,9 @@ import pytest
 from helpers import CELLS, SEQ_LEN, SHAPES, assert_outputs_close, lecture_model
 
 from export import export_tflite, verify
-from export.parity import TFLITE_TOLERANCE
-from export.runtime import load
-from export.tflite import TFLiteConversionError, check_builtin_only, operator_names
+from export.parity.tolerances import TFLITE_TOLERANCE
+from export.runtime import load, operator_names
+from export.tflite.flatbuffer import TFLiteConversionError, check_builtin_only
 from keras_rnn import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -156,8 +156,8 @@ def test_a_huge_fixed_batch_is_refused_before_converting(tmp_path):
 
 @pytest.mark.slow
 def test_auto_form_unrolls_short_sequences_and_loops_long_ones(tmp_path):
-    from export.tflite import MAX_AUTO_UNROLLED_CELL_STEPS as CELL_STEPS
-    from export.tflite import choose_form
+    from export.tflite.forms import MAX_AUTO_UNROLLED_CELL_STEPS as CELL_STEPS
+    from export.tflite.forms import choose_form
     from keras_rnn.structure import read_model
 
     model = lecture_model("gru", "many_to_one", "single", "one_hot")

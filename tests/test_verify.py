@@ -11,7 +11,8 @@ import pytest
 from helpers import assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
-from export.parity import ONNX_TOLERANCE, TFLITE_TOLERANCE, compare
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
+from export.parity.verifier import compare
 from export.runtime import load
 
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -138,12 +139,12 @@ def test_verify_fails_an_onnx_file_with_swapped_gates(tmp_path, cell):
 def test_verify_fails_a_tflite_file_with_a_shifted_bias(tmp_path, monkeypatch):
     import keras
 
-    import export.tflite
+    import export.tflite.forms
 
     keras.utils.set_random_seed(6)
     model = keras.Sequential([keras.Input((STEPS, 3)), keras.layers.LSTM(4), keras.layers.Dense(2)])
-    original = export.tflite.input_bias
-    monkeypatch.setattr(export.tflite, "input_bias", lambda layer: original(layer) + 0.1)
+    original = export.tflite.forms.input_bias
+    monkeypatch.setattr(export.tflite.forms, "input_bias", lambda layer: original(layer) + 0.1)
     report = verify(model, export_tflite(model, tmp_path / "m.tflite"))
     assert not report.passed, str(report)
     assert report.max_abs_diff > TFLITE_TOLERANCE
@@ -153,19 +154,19 @@ def test_command_line_exits_1_and_keeps_no_file_when_verification_fails(tmp_path
                                                                          capsys):
     import keras
 
-    import export.onnx
+    import export.onnx.operators
     from export.__main__ import main
 
     keras.utils.set_random_seed(7)
     model = keras.Sequential([keras.Input((None, 3)), keras.layers.GRU(4), keras.layers.Dense(2)])
     model.save(tmp_path / "m.keras")
-    original = export.onnx._onnx_weights
+    original = export.onnx.operators.onnx_weights
 
     def swapped(layer):
         W, R, B = original(layer)
         return _swap_first_two_gates(W[None], layer.units)[0], R, B
 
-    monkeypatch.setattr(export.onnx, "_onnx_weights", swapped)
+    monkeypatch.setattr(export.onnx.operators, "onnx_weights", swapped)
     out = tmp_path / "out"
     code = main([str(tmp_path / "m.keras"), "--to", "onnx", "--out", str(out), "--verify"])
     printed = capsys.readouterr()

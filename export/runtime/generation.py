@@ -7,14 +7,9 @@ import re
 
 import numpy as np
 
-from export.runtime.loaders import (
-    MAIN_INPUT,
-    MAIN_OUTPUT,
-    ModelFileError,
-    check_vocabulary_size,
-    load,
-    vocabulary_field,
-)
+from export.runtime.checks import ModelFileError
+from export.runtime.loaders import load
+from export.runtime.metadata import MAIN_INPUT, MAIN_OUTPUT, check_vocabulary_size, vocabulary_field
 
 
 class StepModel:

@@ -1,14 +1,13 @@
 """Loading an exported file into its runtime: `load(path)` gives a `TFLiteModel` (the
 standalone LiteRT interpreter, no Flex delegate) or an `ONNXModel` (ONNX Runtime), with one
 interface: `run(inputs)`, `run_named({name: array})`, the inputs' shapes and dtypes, and the
-metadata written at export, validated field by field (a file may come from anyone). Inputs are
-checked before the runtime sees them; runtime failures become `ValueError`s.
+metadata written at export, validated field by field (`export.runtime.metadata`: a file may
+come from anyone). Inputs are checked before the runtime sees them (`export.runtime.inputs`);
+runtime failures become `ValueError`s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import struct
 from pathlib import Path
 
@@ -20,28 +19,19 @@ from export.runtime.checks import (
     check_tflite_in_child,
     external_tensors,
 )
-
-TFLITE_METADATA_NAME = "keras_rnn"  # see export/tflite.py: the flatbuffer metadata entry
-FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop got}
-MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"
-MAX_TRANSLATION_LENGTH = 1000  # target words a translator writes at most (metadata bound)
-# A model with stateful=True layers keeps their state from one call to the next. A .tflite
-# file keeps it in resource variables inside the file (its "reset" signature zeroes them); an
-# .onnx file, which holds nothing between runs, takes it as inputs state_0, state_1, ... and
-# returns next_state_0, ... ; `STATEFUL_METADATA` lists them, JSON [[label, units], ...].
-STATEFUL_METADATA = "stateful_states"
-RESET_SIGNATURE = "reset"
-
-
-def state_input_name(index: int) -> str:
-    """The name of a file's `index`-th state input (step models, stateful ONNX files)."""
-    return f"state_{index}"
-
-
-def state_output_name(index: int) -> str:
-    """The name of a file's `index`-th next-state output."""
-    return f"next_state_{index}"
-
+from export.runtime.inputs import checked_input, feed, runtime_errors
+from export.runtime.metadata import (
+    MAIN_INPUT,
+    MAIN_OUTPUT,
+    RESET_SIGNATURE,
+    checked_metadata,
+    has_variable_tensors,
+    state_input_name,
+    state_output_name,
+    stateful_layout,
+    tflite_metadata,
+    tflite_tensors,
+)
 
 _ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
                "tensor(float)": np.float32}
@@ -89,9 +79,9 @@ class TFLiteModel:
                 f"{str(self.path)!r} is not a valid .tflite model for the LiteRT interpreter: "
                 f"{str(error).splitlines()[0] if str(error) else type(error).__name__}"
             ) from error
-        self.metadata = _tflite_metadata(self.content, self.path)
+        self.metadata = tflite_metadata(self.content, self.path)
         signatures = self._interpreter.get_signature_list()
-        self.state_layout = _state_layout(self.metadata, self.path)
+        self.state_layout = stateful_layout(self.metadata, self.path)
         if self.state_layout and RESET_SIGNATURE not in signatures:
             raise ModelFileError(f"{str(self.path)!r} lists stateful layers in its metadata "
                                  f"but has no {RESET_SIGNATURE!r} signature to reset them.")
@@ -116,7 +106,7 @@ class TFLiteModel:
         # A fused LSTM keeps its state in variable tensors across invoke() calls: reset them
         # before each run so every call starts from zero state, as the Keras model does.
         try:
-            self._stateful = _has_variable_tensors(self.content)
+            self._stateful = has_variable_tensors(self.content)
         except (struct.error, TypeError, IndexError, ValueError, AttributeError) as error:
             raise ModelFileError(f"{str(self.path)!r}: its tensor table is malformed "
                                  f"({type(error).__name__}).") from None
@@ -130,13 +120,13 @@ class TFLiteModel:
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch: `inputs` must have exactly `input_shape`."""
-        inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
+        inputs = checked_input(inputs, self.input_shape, self.input_dtype, self.path)
         if self.state_layout:
             return self.run_named({self._input_name: inputs}, check=False)[self._output_name]
         if self._stateful:
             self._interpreter.reset_all_variables()
         self._interpreter.set_tensor(self._input["index"], inputs)
-        with _runtime_errors(self.path):
+        with runtime_errors(self.path):
             self._interpreter.invoke()
         return np.array(self._interpreter.get_tensor(self._output["index"]))
 
@@ -144,18 +134,18 @@ class TFLiteModel:
         """Runs a file with several named inputs; returns every output by name."""
         if self.state_layout:  # several signatures: through the serving one's runner
             if check:
-                feeds = {name: _feed(feeds, name, self.inputs[name], self.path)
+                feeds = {name: feed(feeds, name, self.inputs[name], self.path)
                          for name in self._inputs}
-            with _runtime_errors(self.path):
+            with runtime_errors(self.path):
                 results = self._runner(**{name: feeds[name] for name in self._inputs})
             return {name: np.array(results[name]) for name in self._outputs}
         set_tensor = self._interpreter.set_tensor
         for name, detail in self._inputs.items():
-            value = _feed(feeds, name, self.inputs[name], self.path) if check else feeds[name]
+            value = feed(feeds, name, self.inputs[name], self.path) if check else feeds[name]
             set_tensor(detail["index"], value)
         if self._stateful:
             self._interpreter.reset_all_variables()
-        with _runtime_errors(self.path):
+        with runtime_errors(self.path):
             self._interpreter.invoke()
         get_tensor = self._interpreter.get_tensor
         return {name: np.array(get_tensor(detail["index"]))
@@ -174,7 +164,7 @@ class TFLiteModel:
             runner = self._interpreter.get_signature_runner(RESET_SIGNATURE)
             zeros = {name: np.zeros(detail["shape"], detail["dtype"])
                      for name, detail in runner.get_input_details().items()}
-            with _runtime_errors(self.path):
+            with runtime_errors(self.path):
                 runner(**zeros)
 
     @property
@@ -183,7 +173,7 @@ class TFLiteModel:
         from ai_edge_litert import schema_py_generated as schema
 
         reduced = {schema.TensorType.INT8, schema.TensorType.FLOAT16}
-        return any(tensor.Type() in reduced for tensor in _tflite_tensors(self.content))
+        return any(tensor.Type() in reduced for tensor in tflite_tensors(self.content))
 
 
 class ONNXModel:
@@ -243,7 +233,7 @@ class ONNXModel:
             for item in self._session.get_inputs()
         }
         # the stateful layers' state: carried here from run to run, as LiteRT carries it
-        self.state_layout = _state_layout(self.metadata, self.path)
+        self.state_layout = stateful_layout(self.metadata, self.path)
         self._state_names = [state_input_name(i) for i in range(len(self.state_layout))]
         self._next_names = [state_output_name(i) for i in range(len(self.state_layout))]
         missing = [name for name in self._state_names if name not in self.inputs]
@@ -273,18 +263,18 @@ class ONNXModel:
 
     def run(self, inputs) -> np.ndarray:
         """Runs one batch of any size and length."""
-        inputs = _checked_input(inputs, self.input_shape, self.input_dtype, self.path)
+        inputs = checked_input(inputs, self.input_shape, self.input_dtype, self.path)
         if self.state_layout:
             return self.run_named({self._input_name: inputs}, check=False)[self.output_names[0]]
-        with _runtime_errors(self.path):
+        with runtime_errors(self.path):
             return self._session.run(None, {self._input_name: inputs})[0]
 
     def run_named(self, feeds: dict, *, check: bool = True) -> dict:
         """Runs a file with several named inputs; returns every output by name."""
         if check:
-            feeds = {name: _feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
+            feeds = {name: feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
         if not self.state_layout:
-            with _runtime_errors(self.path):
+            with runtime_errors(self.path):
                 return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
         batch = len(next(iter(feeds.values())))
         if self._states is None:
@@ -295,31 +285,10 @@ class ONNXModel:
                 f"rows; got a batch of {batch}. Feed the same batch size on every call, or call "
                 "reset_states() first.")
         feeds = {**feeds, **dict(zip(self._state_names, self._states))}
-        with _runtime_errors(self.path):
+        with runtime_errors(self.path):
             results = self._session.run(self.output_names + self._next_names, feeds)
         self._states = results[len(self.output_names):]
         return dict(zip(self.output_names, results))
-
-
-def _state_layout(metadata: dict, path) -> list:
-    """The `STATEFUL_METADATA` field: `[(label, units), ...]`, empty for a stateless file."""
-    text = metadata.get(STATEFUL_METADATA)
-    if text is None:
-        return []
-    try:
-        layout = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        layout = None
-
-    def is_pair(entry):
-        return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-                and isinstance(entry[1], int) and not isinstance(entry[1], bool)
-                and 0 < entry[1] <= 1 << 20)
-
-    if not isinstance(layout, list) or not layout or not all(map(is_pair, layout)):
-        raise ModelFileError(f"{str(path)!r}: metadata field {STATEFUL_METADATA!r} must be a "
-                             f"JSON list of [label, units] pairs; got {text[:80]!r}.")
-    return [(label, units) for label, units in layout]
 
 
 def load(path, *, num_threads: int = 1, trusted: bool = False,
@@ -344,191 +313,3 @@ def load(path, *, num_threads: int = 1, trusted: bool = False,
 def read_metadata(path) -> dict:
     """The string key/values stored at export (e.g. `vocabulary`), for either format."""
     return dict(load(path).metadata)
-
-
-def operator_names(flatbuffer: bytes) -> list[str]:
-    """The operator codes a .tflite file uses: builtin names, or `custom:NAME` (Flex ops are
-    custom ops named `Flex...`). Reads the flatbuffer with LiteRT's schema, no TensorFlow."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    builtin_names = {
-        value: name for name, value in vars(schema.BuiltinOperator).items()
-        if not name.startswith("_")
-    }
-    model = schema.Model.GetRootAs(flatbuffer, 0)
-    names = []
-    for index in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(index)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            names.append(f"custom:{code.CustomCode().decode()}")
-        else:
-            names.append(builtin_names.get(builtin, f"builtin:{builtin}"))
-    return names
-
-
-def _tflite_tensors(content: bytes):
-    """Every tensor of every subgraph of a .tflite flatbuffer (LiteRT's own schema)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(content, 0)
-    for s in range(model.SubgraphsLength()):
-        graph = model.Subgraphs(s)
-        for t in range(graph.TensorsLength()):
-            yield graph.Tensors(t)
-
-
-def _has_variable_tensors(content: bytes) -> bool:
-    return any(tensor.IsVariable() for tensor in _tflite_tensors(content))
-
-
-def _tflite_metadata(content: bytes, path) -> dict:
-    try:
-        data = _tflite_metadata_bytes(content)
-    except (struct.error, TypeError, IndexError, ValueError, AttributeError) as error:
-        # the flatbuffer reader follows offsets the file gives: a crafted one points anywhere
-        raise ModelFileError(f"{str(path)!r}: its metadata table is malformed "
-                             f"({type(error).__name__}).") from None
-    if data is None:
-        return {}
-    try:
-        metadata = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise ModelFileError(
-            f"{str(path)!r}: its {TFLITE_METADATA_NAME!r} metadata is not UTF-8 JSON of "
-            f"strings ({type(error).__name__}).") from None
-    return checked_metadata(metadata, path)
-
-
-def _tflite_metadata_bytes(content: bytes) -> bytes | None:
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(content, 0)
-    for index in range(model.MetadataLength()):
-        entry = model.Metadata(index)
-        if entry.Name() and entry.Name().decode(errors="replace") == TFLITE_METADATA_NAME:
-            buffer = entry.Buffer()
-            if not 0 <= buffer < model.BuffersLength():
-                raise IndexError(buffer)
-            data = model.Buffers(buffer).DataAsNumpy()
-            return bytes(data) if isinstance(data, np.ndarray) else b""
-    return None
-
-
-def vocabulary_field(metadata: dict, key: str, path, *, required: bool = True):
-    """The `keras_rnn.Vocabulary` in a metadata field, or None when absent and not required."""
-    from keras_rnn.vocab import Vocabulary
-
-    if key not in metadata:
-        if not required:
-            return None
-        raise ModelFileError(f"{str(path)!r} carries no {key!r} in its metadata.")
-    try:
-        return Vocabulary.from_json(metadata[key])
-    except ValueError as error:
-        raise ModelFileError(f"{str(path)!r}: metadata field {key!r}: {error}") from None
-
-
-def check_vocabulary_size(model, output: str, vocabulary, key: str) -> None:
-    """A vocabulary decodes an output only if it has one symbol per output unit."""
-    units = model.output_shapes.get(output, (None,))[-1]
-    if units is not None and units != len(vocabulary):
-        raise ModelFileError(
-            f"{str(model.path)!r}: output {output!r} has {units} units but the {key!r} in its "
-            f"metadata has {len(vocabulary)} symbols; the file and its vocabulary do not belong "
-            "together.")
-
-
-def checked_metadata(metadata, path) -> dict:
-    """Metadata read from a file must be string keys and string values (what the exporters
-    write); anything else is a ModelFileError naming the file and the field."""
-    if not isinstance(metadata, dict):
-        raise ModelFileError(
-            f"{str(path)!r}: its metadata must be a JSON object of strings; got "
-            f"{type(metadata).__name__}.")
-    for key, value in metadata.items():
-        if not isinstance(value, str):
-            raise ModelFileError(
-                f"{str(path)!r}: metadata field {key!r} must be a string; got "
-                f"{type(value).__name__}.")
-    return dict(metadata)
-
-
-def metadata_int(metadata: dict, key: str, default: int, path, *, low: int, high: int) -> int:
-    """An integer field of a file's metadata, bounded: a file someone else wrote cannot make a
-    loop run for minutes or allocate without limit."""
-    text = metadata.get(key)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise ModelFileError(
-            f"{str(path)!r}: metadata field {key!r} must be an integer; got {text!r}.") from None
-    if not low <= value <= high:
-        raise ModelFileError(
-            f"{str(path)!r}: metadata field {key!r} is {value}; expected {low} to {high}.")
-    return value
-
-
-def _feed(feeds: dict, name: str, spec, path) -> np.ndarray:
-    if name not in feeds:
-        raise ValueError(f"{Path(path).name} needs an input named {name!r}; got {sorted(feeds)}.")
-    shape, dtype = spec
-    return _checked_input(feeds[name], shape, dtype, path, name=name)
-
-
-def _checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") -> np.ndarray:
-    inputs = np.asarray(inputs)
-    if inputs.ndim != len(expected_shape):
-        raise ValueError(
-            f"{Path(path).name} expects {name} of rank {len(expected_shape)} "
-            f"{_shape_text(expected_shape)}; got shape {inputs.shape}."
-        )
-    if 0 in inputs.shape:
-        # ONNX Runtime aborts the whole process on an empty batch or time axis in its RNN
-        # kernels: refuse it here, before the runtime sees it.
-        raise ValueError(
-            f"{Path(path).name} got {name} of shape {inputs.shape}, with an empty axis: give at "
-            "least one row of at least one step.")
-    for got, want in zip(inputs.shape, expected_shape):
-        if want is not None and got != want:
-            raise ValueError(
-                f"{Path(path).name} expects {name} shape {_shape_text(expected_shape)}; got "
-                f"{inputs.shape}. A .tflite file has a fixed batch and length: re-export with "
-                "batch_size=/seq_len=, or feed that shape."
-            )
-    if inputs.dtype.kind not in "biuf":
-        raise ValueError(f"{Path(path).name} expects numbers for {name}; got {inputs.dtype} "
-                         "values.")
-    if np.issubdtype(dtype, np.integer):
-        if not np.issubdtype(inputs.dtype, np.integer):
-            raise ValueError(
-                f"{Path(path).name} expects integer token ids for {name}; got {inputs.dtype} "
-                "values."
-            )
-        # checked in the ids' own dtype, before the cast: 2**32 - 1 as uint32 would wrap to
-        # -1 in int32 and read the last embedding row
-        if inputs.min() < 0:  # ONNX Gather would read negative ids from the end of the table
-            raise ValueError(f"{Path(path).name} got a negative token id ({inputs.min()}) for "
-                             f"{name}; ids start at 0.")
-        if int(inputs.max()) > np.iinfo(dtype).max:
-            raise ValueError(f"{Path(path).name} got token id {int(inputs.max())} for {name}, "
-                             f"beyond what its {np.dtype(dtype).name} input holds.")
-    return np.ascontiguousarray(inputs, dtype=dtype)
-
-
-@contextlib.contextmanager
-def _runtime_errors(path):
-    """A runtime's own failure on an input (an id outside the vocabulary, say) as a ValueError
-    that names the file."""
-    try:
-        yield
-    except Exception as error:  # LiteRT raises RuntimeError, ONNX Runtime its own pybind errors
-        lines = str(error).strip().splitlines()
-        raise ValueError(f"{Path(path).name} could not run on this input: "
-                         f"{lines[-1] if lines else type(error).__name__}") from error
-
-
-def _shape_text(shape) -> str:
-    return "(" + ", ".join("any" if d is None else str(d) for d in shape) + ")"

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from export.runtime.checks import ModelFileError
 from export.runtime.generation import StepModel
-from export.runtime.loaders import (
+from export.runtime.loaders import load
+from export.runtime.metadata import (
     MAIN_OUTPUT,
     MAX_TRANSLATION_LENGTH,
-    ModelFileError,
     check_vocabulary_size,
-    load,
     metadata_int,
     vocabulary_field,
 )

@@ -1,0 +1,1 @@
+"""Reading and rebuilding the user's model for export (see `rebuild`)."""

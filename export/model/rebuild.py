@@ -1,0 +1,160 @@
+"""The user's model rebuilt for export with its built-in recurrent layers as stand-ins.
+
+One path per format for the whole graph: `keras.models.clone_model` rebuilds the user's model
+(Sequential, functional or nested; branches, merges, several inputs and outputs, layers called
+with `mask=` or `initial_state=`) layer by layer, every layer reused as it is (same weights)
+except the built-in recurrent layers (`SimpleRNN`, `LSTM`, `GRU`, `keras.layers.RNN` over their
+cells, and `Bidirectional` of those), which become a `RecurrentStandIn` of the same name:
+
+- for TFLite, `export.tflite.forms.UnrolledRecurrent`: the time loop written out step by step
+  from the trained weights, the fastest builtin form measured here, then the whole graph goes
+  through the TFLite converter (builtin ops only);
+- for ONNX, `export.onnx.splice.RecurrentMarker`: an opaque op that tf2onnx hands over (its
+  `custom_op_handlers` hook) to be replaced by the native `RNN`/`LSTM`/`GRU` operator (tf2onnx
+  itself would write GRU and SimpleRNN as a slow generic `Loop`).
+
+Every other layer (convolutions, pooling, normalization, reshapes, merges, attention,
+TimeDistributed of anything, custom cells, ConvLSTM) is converted by the standard converter,
+as Keras computes it; masks flow between layers as Keras propagates them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from export.model.layers import describe_recurrent
+from export.model.state import state_sizes, state_variables
+from keras_rnn.quiet import load_tensorflow
+from keras_rnn.structure import UnsupportedModelError
+
+load_tensorflow()  # TensorFlow's start-up kept quiet before Keras imports it
+import keras  # noqa: E402  (the stand-in layers below are Keras layers)
+
+
+class RecurrentStandIn(keras.layers.Layer):
+    """A built-in recurrent layer's place in the cloned graph: same name, same inputs,
+    outputs, masks and states; subclasses write its computation for one format."""
+
+    def __init__(self, original, description):
+        super().__init__(name=original.name)
+        self.description = description
+        self.return_sequences = bool(original.return_sequences)
+        self.return_state = bool(original.return_state)
+        self.supports_masking = True
+        # stateful=True: the original layer's state variables (a call, not an attribute,
+        # so the stand-in does not track them as its own)
+        self.kept_states = functools.partial(state_variables, original)
+
+    def _output_specs(self, batch, steps, *, with_states=None):
+        """The outputs' specs: a list with the final states when `with_states` (default:
+        as the layer returns them), else the outputs alone."""
+        with_states = self.return_state if with_states is None else with_states
+        units = self.description.units
+        shape = (batch, steps, units) if self.return_sequences else (batch, units)
+        outputs = [keras.KerasTensor(shape, "float32")]
+        if with_states:
+            outputs += [keras.KerasTensor((batch, size), "float32")
+                        for size in state_sizes(self.description)]
+        return outputs if with_states else outputs[0]
+
+    def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
+        self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
+        return self._output_specs(inputs.shape[0], inputs.shape[1])
+
+    def with_known_shape(self, inputs):
+        """`inputs` with the static shape Keras inferred, where the traced graph lost it
+        (after an op of unknown output shape)."""
+        if inputs.shape.rank is None and hasattr(self, "known_input_shape"):
+            inputs.set_shape(self.known_input_shape)
+        return inputs
+
+    def compute_mask(self, inputs, mask=None):
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * len(state_sizes(self.description))
+        return output_mask
+
+
+def clone_with(model, stand_in, *, batched_dense: bool = False):
+    """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
+    description)`; every other layer is reused as is (its weights included), but for
+    `TimeDistributed`, which becomes one reshape around its inner layer (`FlatTimeDistributed`),
+    and with `batched_dense` (for ONNX), `Dense` (`BatchedDense`)."""
+    def clone_function(layer):
+        if isinstance(layer, keras.layers.TimeDistributed) and not getattr(
+                layer.layer, "_call_has_mask_arg", False):
+            return FlatTimeDistributed(layer)
+        if (batched_dense and type(layer) is keras.layers.Dense
+                and getattr(layer, "quantization_mode", None) is None
+                and not getattr(layer, "lora_enabled", False)):
+            return BatchedDense(layer)
+        description = describe_recurrent(layer)
+        return layer if description is None else stand_in(layer, description)
+
+    try:
+        return keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    except UnsupportedModelError:
+        raise
+    except Exception as error:  # Keras's own messages for graphs it cannot rebuild
+        raise UnsupportedModelError(
+            f"Model {model.name!r} could not be rebuilt for export ({type(error).__name__}: "
+            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'})."
+        ) from error
+
+
+class FlatTimeDistributed(keras.layers.Layer):
+    """`TimeDistributed(layer)` as Keras computes it for a static time axis, written as one
+    reshape: (batch, time, ...) -> (batch * time, ...) -> the layer -> back. Keras itself
+    runs a free time axis through `vectorized_map`, a while loop that tf2onnx converts
+    into a `Loop` with wrong shapes, and that would be slow anyway."""
+
+    def __init__(self, original):
+        super().__init__(name=original.name)
+        self.inner = original.layer
+        self.original = original
+        self.supports_masking = True
+
+    def compute_output_spec(self, inputs, mask=None, training=None):
+        return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                 inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def call(self, inputs, mask=None, training=None):
+        ops = keras.ops
+        shape = ops.shape(inputs)
+        flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
+        outputs = self.inner(flat, training=False)
+        return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
+
+
+class BatchedDense(keras.layers.Layer):
+    """`Dense` on inputs of rank above 2 as one batched matmul, which ONNX's MatMul
+    broadcasts over the leading axes. Keras's TensorFlow backend writes it as a tensordot
+    (reshapes around a 2-D matmul and the shape arithmetic between them), which tf2onnx
+    copies node for node: 8 nodes for 1, a measurable share of a lecture-size model's time
+    in ONNX Runtime (`benchmarks/latency.py`). Same weights, same ops otherwise."""
+
+    def __init__(self, original):
+        super().__init__(name=original.name)
+        self.original = original
+        self.supports_masking = True
+
+    def compute_output_spec(self, inputs, training=None):
+        return keras.KerasTensor(self.original.compute_output_shape(inputs.shape),
+                                 inputs.dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def call(self, inputs, training=None):
+        import tensorflow as tf
+
+        dense = self.original
+        if inputs.shape.rank is None or inputs.shape.rank <= 2:
+            return dense(inputs)
+        outputs = tf.linalg.matmul(inputs, dense.kernel.value)
+        if dense.bias is not None:
+            outputs = outputs + dense.bias.value
+        return dense.activation(outputs)

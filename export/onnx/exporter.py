@@ -1,0 +1,212 @@
+"""Keras model -> ONNX with the native recurrent operators (`RNN`, `LSTM`, `GRU`).
+
+The whole graph goes through tf2onnx, the standard converter, except the built-in recurrent
+layers: `export.model.rebuild` rebuilds the model with each of them replaced by an opaque marker
+op (`export.onnx.splice`), and each marker is then written as the native operator from the
+layer's trained weights. tf2onnx alone would write GRU and SimpleRNN as a generic `Loop`,
+several times slower in ONNX Runtime, and cannot reproduce Keras's masks with the native
+operators. The batch axis is dynamic, and the time axis wherever the model allows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+from export._files import check_writable, write_atomic
+from export.model.layers import recurrent_forms
+from export.model.rebuild import clone_with
+from export.model.signature import check_exportable, frozen_inference, input_specs, output_names
+from export.model.state import state_layout, states_by_layer
+from export.onnx.splice import (
+    MARKER_DOMAIN,
+    MARKER_OP,
+    mark_recurrent,
+    marker_maker,
+    splice_markers,
+)
+from export.runtime import (
+    FORMS_METADATA,
+    STATEFUL_METADATA,
+)
+from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
+from keras_rnn.structure import UnsupportedModelError
+
+DEFAULT_OPSET = 17
+MIN_OPSET = 14  # Softmax over the last axis alone, ReduceSum with axes as an input
+MAX_OPSET = 21  # the newest opset checked against onnxruntime 1.31 here
+
+
+def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> Path:
+    """Exports a Keras RNN model to an ONNX file that ONNX Runtime runs.
+
+    Args:
+        model: a built Keras model: any graph that tf2onnx converts (Sequential, functional,
+            several inputs and outputs), the built-in recurrent layers as native operators.
+        path: the `.onnx` file to write; written atomically (no partial file on failure).
+        opset: ONNX opset, from 14 to 21.
+        metadata: string key/values stored in `metadata_props` (e.g. the vocabulary, see
+            `export.metadata`), readable by any ONNX runtime.
+
+    Returns:
+        The written path. A model with one input and one output has `inputs` /
+        `outputs`; otherwise the model's own input and output names. Batch and time axes
+        are dynamic wherever the model allows.
+    """
+    path = check_writable(path, suffix=".onnx")
+    proto = build_onnx(model, opset=opset, metadata=metadata)
+    return write_atomic(path, proto.SerializeToString())
+
+
+def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
+    """The ONNX `ModelProto` for `model`, checked with `onnx.checker` (full check)."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}.")
+
+    check_exportable(model, carried_state=False)
+    tf = load_tensorflow()
+    markers = {}
+    graph = clone_with(model, marker_maker(markers), batched_dense=True)
+    names = output_names(model)
+    signature = [tf.TensorSpec((None,) + shape[1:], dtype, name=name)
+                 for name, shape, dtype in input_specs(model)]
+
+    # loops kept as loops, as tf2onnx's own loader freezes them
+    frozen = frozen_inference(graph, model, signature, lower_control_flow=False,
+                              aggressive_inlining=True)
+    shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
+    forms = recurrent_forms(model, "native operator")
+    metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
+    layout = state_layout(model)
+    if layout:
+        metadata[STATEFUL_METADATA] = json.dumps(layout)
+    proto = converted_graph(frozen, markers, opset, input_names=[spec.name for spec in signature],
+                            outputs=[(name, shapes[name]) for name in sorted(names)],
+                            carried_states=states_by_layer(layout), metadata=metadata)
+    if any(node.op_type in ("Loop", "Scan") for node in proto.graph.node):
+        for layer, form in forms.items():
+            if form != "native operator":
+                forms[layer] = "Loop"
+        _set_metadata(proto, FORMS_METADATA, json.dumps(forms))
+    return proto
+
+
+def converted_graph(frozen, markers: dict, opset: int, *, input_names, outputs,
+                    carried_states: dict, metadata: dict):
+    """The checked ONNX model of a frozen traced function whose recurrent layers are
+    `markers`: tf2onnx for everything else, each marker spliced into its native operator
+    (`carried_states`: the stateful layers' state indices, `states_by_layer`), Python ops
+    refused, inputs and `outputs` ((name, shape) in the function's flattened order) named."""
+    proto = _tf2onnx(frozen, opset, markers)
+    splice_markers(proto, markers, opset, carried_states)
+    _refuse_unknown_ops(proto)
+    _name_inputs(proto, input_names)
+    _name_outputs(proto, outputs)
+    return finish_model(proto.graph, opset, metadata,
+                        extra_opsets=[o for o in proto.opset_import
+                                      if o.domain not in ("", MARKER_DOMAIN)])
+
+
+def _set_metadata(proto, key: str, value: str) -> None:
+    for entry in proto.metadata_props:
+        if entry.key == key:
+            entry.value = value
+
+
+def _tf2onnx(frozen, opset: int, markers: dict):
+    """tf2onnx on the frozen traced function, each recurrent marker left as an opaque node,
+    without its terminal output (its INFO logging and TensorFlow's native start-up lines)."""
+    import logging
+
+    import onnx
+    import tf2onnx
+
+    tf2onnx_logger = logging.getLogger("tf2onnx")
+    level = tf2onnx_logger.level
+    tf2onnx_logger.setLevel(logging.ERROR)
+    try:
+        with native_stderr_silenced(), contextlib.redirect_stdout(io.StringIO()):
+            proto, _ = tf2onnx.convert.from_graph_def(
+                frozen.graph.as_graph_def(add_shapes=True), opset=opset,
+                input_names=[tensor.name for tensor in frozen.inputs],
+                output_names=[tensor.name for tensor in frozen.outputs],
+                # (the old-style handler list: its first entry is the ONNX op type)
+                custom_op_handlers={op: (mark_recurrent, [MARKER_OP, markers])
+                                    for op in ("PyFunc", "PyFuncStateless")},
+                extra_opset=[onnx.helper.make_opsetid(MARKER_DOMAIN, 1)])
+    except Exception as error:
+        lines = str(error).strip().splitlines()
+        raise UnsupportedModelError(
+            "tf2onnx could not convert the model: "
+            f"{lines[-1] if lines else type(error).__name__}") from error
+    finally:
+        tf2onnx_logger.setLevel(level)
+    return proto
+
+
+def _refuse_unknown_ops(proto) -> None:
+    """Ops left with no ONNX form (Python code in the graph, TensorFlow ops tf2onnx does not
+    convert) are refused together, each with the node it came from."""
+    import onnx
+
+    unknown = [f"{node.op_type} (from {node.name})" for node in proto.graph.node
+               if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)]
+    if unknown:
+        numpy_function = any("PyFunc" in item for item in unknown)
+        raise UnsupportedModelError(
+            f"These ops have no ONNX form: {', '.join(unknown)}."
+            + (" A tf.numpy_function/py_function runs Python, which no ONNX runtime can."
+               if numpy_function else ""))
+
+
+def _name_inputs(proto, names) -> None:
+    """The graph's inputs under the exported names (the frozen graph calls them `name:0`)."""
+    renames = {}
+    for graph_input, name in zip(proto.graph.input, names):
+        if graph_input.name != name:
+            renames[graph_input.name] = name
+            graph_input.name = name
+    for node in proto.graph.node:
+        for index, value in enumerate(node.input):
+            if value in renames:
+                node.input[index] = renames[value]
+
+
+def _name_outputs(proto, outputs) -> None:
+    """The graph's outputs under the exported names (in the converter's order), with the
+    Keras model's output shapes where the converter could not infer them."""
+    import onnx
+
+    for output, (name, shape) in zip(proto.graph.output, outputs):
+        if output.name != name:
+            proto.graph.node.append(onnx.helper.make_node("Identity", [output.name], [name]))
+            output.name = name
+        if not output.type.tensor_type.HasField("shape"):
+            for axis, size in enumerate(shape):
+                dim = output.type.tensor_type.shape.dim.add()
+                if size is None:
+                    dim.dim_param = f"{name}_{axis}"
+                else:
+                    dim.dim_value = size
+
+
+def finish_model(graph_proto, opset: int, metadata: dict | None, extra_opsets=()):
+    """Wraps a graph into a checked `ModelProto` that onnxruntime 1.31 loads."""
+    import onnx
+
+    opset_ids = [onnx.helper.make_opsetid("", opset)] + list(extra_opsets)
+    proto = onnx.helper.make_model(
+        graph_proto,
+        opset_imports=opset_ids,
+        producer_name="keras-rnn",
+        # onnx 1.23 would write IR version 14, which onnxruntime 1.31 refuses to load: use the
+        # lowest IR version that carries this opset.
+        ir_version=onnx.helper.find_min_ir_version_for(opset_ids),
+    )
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = str(key), str(value)
+    onnx.checker.check_model(proto, full_check=True)
+    return proto

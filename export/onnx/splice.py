@@ -1,0 +1,144 @@
+"""The recurrent markers: each built-in recurrent layer as an opaque op through tf2onnx, then
+spliced into its native operator.
+
+`RecurrentMarker` stands in the traced graph as a `tf.numpy_function` named after its number;
+tf2onnx hands each such node to `mark_recurrent` (its `custom_op_handlers` hook), which keeps
+it opaque; `splice_markers` then replaces it by the operator and its masking nodes
+(`export.onnx.operators`).
+"""
+
+from __future__ import annotations
+
+import re
+
+from export.model.rebuild import RecurrentStandIn
+from export.model.state import state_sizes
+from export.onnx.masks import PaddingMask
+from export.onnx.operators import GraphBuilder
+from export.runtime import (
+    state_input_name,
+    state_output_name,
+)
+
+MARKER_DOMAIN = "keras_rnn.marker"  # the opaque recurrent nodes between tf2onnx and the splice
+MARKER_OP = "Recurrent"
+MARKER_PREFIX = "keras_rnn_recurrent_"
+
+
+def marker_maker(markers: dict, cls=None):
+    """The stand-in maker for `clone_with`: each built-in recurrent layer becomes a numbered
+    `cls` (default `RecurrentMarker`), registered in `markers` by its number."""
+
+    def make(original, description):
+        marker = (cls or RecurrentMarker)(original, description, len(markers))
+        markers[marker.marker_id] = marker
+        return marker
+
+    return make
+
+
+def mark_recurrent(ctx, node, name, args):
+    """tf2onnx's handler for the markers' PyFunc ops: an opaque node that keeps its inputs and
+    outputs and names the recurrent layer it stands for."""
+    import onnx
+
+    match = re.search(rf"{MARKER_PREFIX}(\d+)", node.name)
+    if match is None:  # the user's own tf.numpy_function: refused by _refuse_unknown_ops
+        node.type, node.domain = "PyFunc", ""  # (tf2onnx set the marker type already)
+        return node
+    node.type, node.domain = MARKER_OP, MARKER_DOMAIN
+    marker_id = int(match.group(1))
+    node.set_attr("marker", marker_id)
+    # the converter cannot infer an opaque op's outputs; later ops (Concat on axis -1, the
+    # reshapes of TimeDistributed) need their rank and known sizes
+    for output, shape in zip(node.output, args[0][marker_id].traced_shapes):
+        ctx.set_shape(output, [-1 if size is None else size for size in shape])
+        ctx.set_dtype(output, onnx.TensorProto.FLOAT)
+    return node
+
+
+def splice_markers(proto, markers: dict, opset: int, carried_states: dict) -> None:
+    """Replaces each marker node by the native recurrent operator and its masking nodes.
+
+    A stateful layer's state becomes graph inputs `state_N` (the previous call's final
+    state; used unless the layer was called with `initial_state=`, as in Keras) and outputs
+    `next_state_N`: ONNX Runtime keeps nothing between runs, so the caller carries it."""
+    import onnx
+
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    batch = batch.dim_param or "batch"
+    nodes = []
+    for node in proto.graph.node:
+        if node.op_type != MARKER_OP:
+            nodes.append(node)
+            continue
+        marker = markers[next(a.i for a in node.attribute if a.name == "marker")]
+        has_mask, state_count = marker.traced
+        inputs = list(node.input)
+        builder = GraphBuilder(opset, prefix=f"{marker.name}/")
+        values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
+        mask = PaddingMask(builder, inputs[1]) if has_mask else None
+        initial_state = inputs[1 + has_mask:1 + has_mask + state_count]
+        sizes = state_sizes(marker.description)
+        indices = carried_states.get(marker.name, [])
+        kept = [state_input_name(index) for index in indices]
+        result = builder.recurrent(marker.description, values, mask,
+                                   initial_state=initial_state or kept,
+                                   return_state=marker.emits_states or bool(kept))
+        outputs, states = result if marker.emits_states or kept else (result, [])
+        for index, state, units in zip(indices, states if kept else [], sizes):
+            name = state_output_name(index)
+            builder.nodes.append(onnx.helper.make_node("Identity", [state], [name]))
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(
+                state_input_name(index), onnx.TensorProto.FLOAT, [batch, units]))
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(
+                name, onnx.TensorProto.FLOAT, [batch, units]))
+        states = states if marker.emits_states else []
+        if marker.return_sequences:
+            outputs = builder.node("Transpose", [outputs], "batch_major", perm=[1, 0, 2])
+        for produced, wanted in zip([outputs] + states, node.output):
+            builder.nodes.append(onnx.helper.make_node("Identity", [produced], [wanted]))
+        nodes += builder.nodes
+        proto.graph.initializer.extend(builder.initializers)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+
+
+class RecurrentMarker(RecurrentStandIn):
+    """A built-in recurrent layer as an opaque op of the traced graph (see `build_onnx`),
+    recording which inputs it was called with (mask, initial states)."""
+
+    def __init__(self, original, description, marker_id: int):
+        super().__init__(original, description)
+        self.marker_id = marker_id
+        self.traced = (False, 0)
+        self.traced_shapes = []
+        self.emits_states = self.return_state
+
+    def call(self, inputs, mask=None, initial_state=None, training=None):
+        results = self.marked(inputs, mask, list(initial_state or []), self.return_state)
+        return results if self.return_state else results[0]
+
+    def run_with_states(self, inputs, states):
+        """One run from `states`, returning `[outputs] + final states` (step models)."""
+        return self.marked(self.with_known_shape(inputs), None, list(states), True)
+
+    def marked(self, inputs, mask, states, emit_states: bool) -> list:
+        import tensorflow as tf
+
+        self.traced = (mask is not None, len(states))
+        self.emits_states = emit_states
+        arguments = [inputs] + ([mask] if mask is not None else []) + states
+        specs = self._output_specs(inputs.shape[0], inputs.shape[1], with_states=emit_states)
+        specs = specs if isinstance(specs, list) else [specs]
+        self.traced_shapes = [tuple(spec.shape) for spec in specs]
+        results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
+                                    stateful=False,
+                                    name=f"{MARKER_PREFIX}{self.marker_id}")
+        # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
+        # so the converter knows the ranks of everything downstream
+        return [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]
+
+
+def _never_run(*arguments):
+    raise RuntimeError("A recurrent marker only stands in the graph traced for conversion.")

@@ -1,0 +1,267 @@
+"""Proof that an exported file computes what the Keras model computes.
+
+`verify` runs the Keras model and the exported file, in the runtime a user would run (LiteRT
+for .tflite, ONNX Runtime for .onnx), on the same inputs, and reports the max absolute
+difference and the argmax agreement against a named tolerance; `verify_step` does the same for
+a streaming step model, fed held-out sequences step by step with the state carried.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from export.parity.inputs import consecutive, format_row, given_case, held_out_cases, vocabulary_size
+from export.parity.report import ParityReport
+from export.parity.tolerances import (
+    HELD_OUT_MIN_AGREEMENT,
+    QUANTIZED_MIN_AGREEMENT,
+    RELATIVE_FLOOR,
+    RELATIVE_TOLERANCE,
+)
+
+
+def verify(
+    model,
+    path,
+    inputs=None,
+    *,
+    tolerance: float | None = None,
+    min_agreement: float | None = None,
+    seed: int = 0,
+    trusted: bool = False,
+) -> ParityReport:
+    """Compares a Keras model with its exported file on the same inputs.
+
+    Args:
+        model: the source Keras model.
+        path: the exported `.tflite` or `.onnx` file.
+        inputs: optional array of inputs (e.g. the lecture's data or the int8 calibration
+            data), compared as given. Seeded held-out inputs are always compared too: several
+            batch sizes and lengths for ONNX, the file's fixed shape (several batches) for
+            TFLite; drawn like `inputs` when given (their steps reshuffled into new rows);
+            for masked models with padding at the start, the end and the middle of rows.
+        tolerance: float bound on the max abs difference (default: ONNX_TOLERANCE or
+            TFLITE_TOLERANCE). Ignored for quantized files.
+        min_agreement: for quantized files, the minimum argmax agreement on `inputs`
+            (default 1.0); held-out inputs must reach HELD_OUT_MIN_AGREEMENT.
+        seed: for the held-out inputs.
+        trusted: the file was just written by this process's exporters: skip the check that
+            runs a .tflite file in a child process first (`export.runtime.load`).
+
+    A model with `stateful=True` layers is compared over a run of calls, each continuing from
+    the state the last one left, both sides starting from a reset state: `inputs` as
+    consecutive batches of the model's batch size, then the held-out ones. A file that
+    forgets or freezes the state differs from the second call on; a file that keeps a state
+    for a model without one is refused (not this model's file). The Keras model's own state
+    is put back afterwards.
+
+    Returns:
+        A `ParityReport`; `report.passed` says whether it met its bound. NaN compares equal
+        only to NaN: a NaN (or inf) on one side where the other is finite fails any bound.
+    """
+    from export.model.signature import input_specs, keras_outputs, output_names
+    from export.model.state import stateful_batch, states_reset
+    from export.runtime import load
+
+    specs = input_specs(model)
+    exported = load(path, trusted=trusted)
+    missing = sorted({name for name, _, _ in specs} - set(exported.inputs))
+    if missing or sorted(exported.output_names) != sorted(output_names(model)):
+        raise ValueError(
+            f"{Path(path).name} has inputs {sorted(exported.inputs)} and outputs "
+            f"{sorted(exported.output_names)}; the model has {[n for n, _, _ in specs]} and "
+            f"{output_names(model)}: it was not exported from this model.")
+    given = given_case(specs, inputs)
+    batch = stateful_batch(model)  # None: no state kept between calls
+    if batch is None and exported.stateful:
+        raise ValueError(
+            f"{Path(path).name} carries a state from call to call, but the model has no "
+            "stateful layers: it was not exported from this model.")
+    held_out = held_out_cases(model, specs, exported, given, seed, batch=batch)
+    cases = [("given", given)] * (given is not None) + [("held_out", c) for c in held_out]
+    if batch is not None:
+        cases = [(kind, part) for kind, case in cases for part in consecutive(case, batch)]
+        exported.reset_states()
+    differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
+    shapes, per_output = [], {}
+    with states_reset(model):
+        for kind, case in cases:
+            expected = keras_outputs(model, case)
+            actual = (_run_in_batches(exported, case) if batch is None
+                      else exported.run_named(case))
+            for name, value in expected.items():
+                if actual[name].shape != value.shape:
+                    raise ValueError(
+                        f"{Path(path).name} returned shape {actual[name].shape} for {name!r}; "
+                        f"the Keras model returned {value.shape}.")
+                difference, mismatches = compare(actual[name], value)
+                differences.append(difference)
+                nonfinite += mismatches
+                _track(per_output, name, difference, value)
+                if value.ndim > 1 and value.shape[-1] > 1:
+                    agreements[kind].append(
+                        (actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
+            shapes.append(tuple(next(iter(case.values())).shape))
+    max_diff = max(differences)
+    every = agreements["given"] + agreements["held_out"]
+    agreement = float(np.concatenate(every).mean()) if every else None
+    quantized = bool(exported.quantized)
+    held_out_agreement = None
+    if quantized:
+        bound = QUANTIZED_MIN_AGREEMENT if min_agreement is None else min_agreement
+        if agreement is None:
+            raise ValueError(
+                "A quantized regression output (one unit) has no decisions to compare; "
+                "judge it with your own error metric on real data."
+            )
+        held_out_agreement = float(np.concatenate(agreements["held_out"]).mean())
+        if agreements["given"]:
+            agreement = float(np.concatenate(agreements["given"]).mean())
+        passed = (agreement >= bound and held_out_agreement >= HELD_OUT_MIN_AGREEMENT
+                  and nonfinite == 0)
+        tolerance = None
+    else:
+        bound = None
+        if tolerance is None:
+            tolerance = format_row(exported).tolerance
+        passed = _float_passed(max_diff, tolerance, per_output)
+    return ParityReport(
+        format=exported.format,
+        path=str(path),
+        size_bytes=Path(path).stat().st_size,
+        quantized=quantized,
+        max_abs_diff=max_diff,
+        argmax_agreement=agreement,
+        tolerance=tolerance,
+        min_agreement=bound,
+        passed=bool(passed),
+        cases=shapes,
+        nonfinite_mismatches=nonfinite,
+        held_out_agreement=held_out_agreement,
+        forms=_forms(exported),
+        scaled_diffs=_scaled(per_output),
+    )
+
+
+def _track(per_output: dict, name: str, difference: float, expected) -> None:
+    """Keeps each output's largest difference and largest finite |Keras| value."""
+    finite = np.abs(np.asarray(expected, np.float64)[np.isfinite(expected)])
+    scale = float(finite.max()) if finite.size else 0.0
+    old_difference, old_scale = per_output.get(name, (0.0, 0.0))
+    per_output[name] = (max(old_difference, difference), max(old_scale, scale))
+
+
+def _float_passed(max_diff: float, tolerance: float, per_output: dict) -> bool:
+    """A float file's verdict: within the absolute bound and every output within its own
+    scale (see RELATIVE_TOLERANCE)."""
+    return bool(max_diff <= tolerance and all(v <= 1 for v in _scaled(per_output).values()))
+
+
+def _scaled(per_output: dict) -> dict:
+    """Each output's difference as a share of its own-scale bound (see RELATIVE_TOLERANCE)."""
+    return {name: difference / (RELATIVE_FLOOR + RELATIVE_TOLERANCE * scale)
+            for name, (difference, scale) in per_output.items()}
+
+
+def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
+                trusted: bool = False) -> ParityReport:
+    """Compares a streaming step model file (`export.streaming.export_step`) with its Keras model.
+
+    Seeded held-out sequences (one step and seven) are fed step by step from zero states,
+    carrying the state as a device does; every step's output must equal what Keras gives on
+    the whole sequence (its last step's, for a model with one output per sequence), within
+    the format's float bound and each output's own scale, as `verify` judges float files.
+
+    Args:
+        model: the source Keras model (one input, one output).
+        path: the `.step.tflite` or `.step.onnx` file.
+    """
+    from export.model.signature import input_specs, keras_outputs, output_names
+    from export.runtime import StepModel
+
+    step_model = StepModel(path, trusted=trusted)
+    specs = input_specs(model)
+    if len(specs) != 1 or len(output_names(model)) != 1:
+        raise ValueError(
+            f"verify_step compares models of one input and one output; {model.name!r} has "
+            f"{len(specs)} and {len(output_names(model))}: stream {Path(path).name} with "
+            "export.runtime.StepModel on your own sequences.")
+    (name, shape, _), = specs
+    rng = np.random.default_rng(seed)
+    batch = step_model.batch_size or 3
+    differences, per_output, nonfinite, shapes = [], {}, 0, []
+    for length in (1, 7):
+        if step_model.takes_ids:
+            sequence = rng.integers(1, max(vocabulary_size(model), 2), (batch, length))
+        else:
+            sequence = rng.normal(size=(batch, length, shape[-1])).astype(np.float32)
+        sequence = sequence.astype(step_model.input_dtype)
+        expected = next(iter(keras_outputs(model, {name: sequence}).values()))
+        state, steps = step_model.initial_state(batch), []
+        for t in range(length):
+            output, state = step_model.step(sequence[:, t], state)
+            steps.append(output)
+        streamed = np.stack(steps, axis=1) if expected.ndim == steps[-1].ndim + 1 else steps[-1]
+        if streamed.shape != expected.shape:
+            raise ValueError(f"{Path(path).name} streams outputs of shape {streamed.shape}; the "
+                             f"Keras model returned {expected.shape}: not this model's file.")
+        difference, mismatches = compare(streamed, expected)
+        differences.append(difference)
+        nonfinite += mismatches
+        _track(per_output, "outputs", difference, expected)
+        shapes.append(sequence.shape)
+    if tolerance is None:
+        tolerance = format_row(step_model.model).tolerance
+    max_diff = max(differences)
+    return ParityReport(
+        format=step_model.model.format, path=str(path), size_bytes=Path(path).stat().st_size,
+        quantized=False, max_abs_diff=max_diff, argmax_agreement=None, tolerance=tolerance,
+        min_agreement=None, passed=_float_passed(max_diff, tolerance, per_output),
+        cases=shapes, nonfinite_mismatches=nonfinite, scaled_diffs=_scaled(per_output),
+    )
+
+
+def _forms(exported) -> dict:
+    import json
+
+    from export.runtime import FORMS_METADATA
+
+    try:
+        forms = json.loads(exported.metadata.get(FORMS_METADATA, "{}"))
+    except json.JSONDecodeError:
+        return {}
+    return forms if isinstance(forms, dict) else {}
+
+
+def compare(actual, expected) -> tuple[float, int]:
+    """The max abs difference of two float arrays and the count of positions where one side
+    is NaN or inf and the other is not the same value. Both NaN (or the same inf) agree; any
+    other non-finite mismatch makes the difference inf (NaN would vanish from a max)."""
+    actual = np.asarray(actual, np.float64)
+    expected = np.asarray(expected, np.float64)
+    finite = np.isfinite(actual) & np.isfinite(expected)
+    same_nonfinite = (~finite) & ((np.isnan(actual) & np.isnan(expected)) | (actual == expected))
+    mismatches = int(np.count_nonzero(~finite & ~same_nonfinite))
+    if mismatches:
+        return float("inf"), mismatches
+    if not finite.any():
+        return 0.0, 0
+    return float(np.max(np.abs(actual[finite] - expected[finite]))), 0
+
+
+def _run_in_batches(exported, feeds: dict) -> dict:
+    """Runs named inputs; a fixed-batch TFLite file chunk by chunk (the last chunk padded by
+    repetition). Returns every output by name."""
+    rows = len(next(iter(feeds.values())))
+    batch = exported.inputs[next(iter(feeds))][0][0]
+    if not format_row(exported).fixed_shape or batch == rows:
+        return exported.run_named(feeds)
+    chunks = []
+    for start in range(0, rows, batch):
+        part = {name: np.resize(value[start:start + batch], (batch,) + value.shape[1:])
+                for name, value in feeds.items()}
+        count = min(batch, rows - start)
+        chunks.append({name: value[:count] for name, value in exported.run_named(part).items()})
+    return {name: np.concatenate([chunk[name] for chunk in chunks]) for name in chunks[0]}

@@ -16,9 +16,9 @@ takes one step of each, by name.
 `export_step(model, "m.step.tflite")` writes builtin-only TFLite (fixed batch);
 `export_step(model, "m.step.onnx")` writes ONNX with the native RNN/LSTM/GRU operators run for
 one step (dynamic batch). `export.runtime.StepModel` runs either without TensorFlow. This is
-the one step-model path (translators' decoders excepted, see `export.seq2seq`): the lecture
-chains went through hand-written graphs before, whose ONNX files gave finite numbers where
-Keras gives NaN (LSTM, GRU); `benchmarks/step_paths.py` measures both.
+the one step-model path, translators' decoders included (`export.seq2seq`): the lecture chains
+and the decoders went through hand-written graphs before, whose ONNX files gave finite numbers
+where Keras gives NaN (LSTM, GRU).
 
 The model is rebuilt with `keras.models.clone_model`, as the full-sequence exports do
 (`export.model.rebuild`), each built-in recurrent layer replaced by a stand-in that takes its state
@@ -31,8 +31,11 @@ A graph streams when each layer's output at a step depends on that step and the 
 the built-in recurrent layers running forwards, and layers that act on each step alone
 (`STEPWISE`: embeddings, dense layers, normalization, activations, merges of such branches,
 TimeDistributed). Anything that reads other steps (convolutions and pooling over time,
-attention, Bidirectional, `go_backwards`, reshapes of the time axis) is refused, every such
-layer named with the reason.
+attention over the stream, Bidirectional, `go_backwards`, reshapes of the time axis, `keras.ops`
+functions other than element-wise ones) is refused, every such layer named with the reason.
+Inputs named as `context_inputs` are fed whole at every step (a decoder's encoder outputs):
+layers that read only them may read across their own time axis, and an attention layer may
+take its query from the stream and its value and key from them.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from export.model.state import state_labels, states_by_layer
 from export.onnx.splice import RecurrentMarker
 from export.runtime import state_input_name, state_output_name
 from export.tflite.forms import UnrolledRecurrent
+from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import (
     Bidirectional,
     Recurrent,
@@ -55,11 +59,14 @@ from keras_rnn.structure import (
     model_inputs_outputs,
 )
 
+load_tensorflow()  # TensorFlow's start-up kept quiet before Keras imports it
+import keras  # noqa: E402  (the graph walk below tells layers from operations)
+
 STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
 
 
 def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = None,
-                opset: int | None = None) -> Path:
+                opset: int | None = None, context_inputs=()) -> Path:
     """Writes the step model of `model` to `path` (`.tflite` or `.onnx`, by its suffix).
 
     Args:
@@ -67,6 +74,10 @@ def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = Non
         metadata: string key/values stored with the file (e.g. the vocabulary); the state
             layout is added as `step_states`.
         opset: ONNX opset (default: `export.onnx.DEFAULT_OPSET`).
+        context_inputs: names of inputs fed whole at every step rather than one step at a
+            time, e.g. the encoder outputs a decoder attends over (`export.seq2seq`). Layers
+            that read only them may read across their time axis; an attention layer may take
+            its query from the stream and its value and key from them.
 
     Raises:
         UnsupportedModelError: the graph cannot run step by step, naming every layer that
@@ -81,13 +92,15 @@ def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = Non
     if suffix == ".tflite":
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
-        data = graph_step_tflite(model, batch_size=batch_size, metadata=metadata)
+        data = graph_step_tflite(model, batch_size=batch_size, metadata=metadata,
+                                 context_inputs=context_inputs)
     else:
         opset = DEFAULT_OPSET if opset is None else opset
         if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
             raise ValueError(f"`opset` must be an integer from {MIN_OPSET} to {MAX_OPSET}, "
                              f"got {opset!r}.")
-        data = graph_step_onnx(model, opset=opset, metadata=metadata).SerializeToString()
+        data = graph_step_onnx(model, opset=opset, metadata=metadata,
+                               context_inputs=context_inputs).SerializeToString()
     return write_atomic(path, data)
 
 
@@ -103,14 +116,31 @@ STEPWISE = frozenset({
 })
 
 
-def check_streams(model) -> list[tuple[str, int]]:
+# Attention layers stream when their query comes from the stream and their value and key from
+# `context_inputs` alone: each step's output then reads that step's query and the context only.
+ATTENDING = frozenset({"Attention", "AdditiveAttention"})
+
+
+def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
     """Refuses a graph that cannot run step by step, naming every layer that blocks it and
     why; returns the state layout `[(label, units), ...]` of the one that can."""
     model_inputs_outputs(model)
+    names = [name for name, _, _ in input_specs(model)]
+    unknown = sorted(set(context_inputs) - set(names))
+    if unknown or set(context_inputs) >= set(names):
+        raise ValueError(f"context_inputs must name some of the model's inputs {names}, not "
+                         f"all of them; got {sorted(context_inputs)}.")
+    streamed = _streamed_calls(model, set(context_inputs))
     blockers, layout = [], []
     for layer in all_layers(model):
         kind = type(layer).__name__
         description = describe_recurrent(layer)
+        calls = streamed.get(id(layer), [])
+        if calls and not any(any(call) for call in calls):  # reads the context inputs only
+            if description is not None:
+                blockers.append(f"{layer.name!r} ({kind}) runs over context inputs alone: "
+                                "compute it before the step model")
+            continue
         if isinstance(description, Bidirectional) or (
                 isinstance(description, Recurrent) and description.go_backwards):
             blockers.append(f"{layer.name!r} ({kind}) reads the sequence backwards, so its "
@@ -119,12 +149,17 @@ def check_streams(model) -> list[tuple[str, int]]:
             layout += state_labels(layer.name, description)
         elif description is not None:
             blockers.append(f"{layer.name!r} ({kind}): a stack of cells does not stream yet")
-        elif kind in STEPWISE and not _on_last_axis(layer):
+        elif kind in ATTENDING and calls and all(
+                not any(call[1:]) and not call.causal for call in calls):
+            continue  # a streamed query over the context
+        elif _stepwise_kind(layer) in STEPWISE and not _on_last_axis(layer):
             blockers.append(f"{layer.name!r} ({kind} on axis {getattr(layer, 'axis', None)}) "
                             "works across the time axis, not on each step")
-        elif kind not in STEPWISE:
+        elif _stepwise_kind(layer) not in STEPWISE:
             blockers.append(f"{layer.name!r} ({kind}) is not one of the layers that act on each "
                             "step alone, so its output may read other steps")
+    blockers += [f"the operation {kind!r} on a streamed tensor may read other steps (only "
+                 "element-wise operations stream)" for kind in sorted(streamed.get("ops", ()))]
     if blockers:
         raise UnsupportedModelError(
             f"Model {model.name!r} cannot be streamed step by step: {'; '.join(blockers)}. "
@@ -132,11 +167,72 @@ def check_streams(model) -> list[tuple[str, int]]:
     if not layout:
         raise UnsupportedModelError(f"Model {model.name!r} has no recurrent layer to stream.")
     for name, shape, dtype in input_specs(model):
+        if name in context_inputs:
+            continue
         if len(shape) < 2 or (len(shape) == 2 and "int" not in dtype):
             raise UnsupportedModelError(
                 f"Input {name!r} of shape {shape} has no time axis: a step model takes one "
                 "step of every input (ids (batch, time) or features (batch, time, ...)).")
     return layout
+
+
+# Keras operations (functions of `keras.ops` in a functional graph, not layers) that act on
+# each value alone, so on each step alone
+ELEMENTWISE_OPS = frozenset({
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Negative", "Abs", "Square",
+    "Sqrt", "Exp", "Log", "Tanh", "Sigmoid", "Relu", "Cast", "Equal", "NotEqual", "Greater",
+    "GreaterEqual", "Less", "LessEqual", "LogicalAnd", "LogicalOr", "LogicalNot", "Maximum",
+    "Minimum", "Where", "Clip", "Power",
+})
+
+
+class _Call(tuple):
+    """Per input tensor of one call of a layer: whether it depends on a streamed input."""
+
+    causal = False
+
+
+def _streamed_calls(model, context: set) -> dict:
+    """{id(layer): [a _Call per call of the layer in `model`]} and under "ops" the kinds of
+    non-element-wise operations on streamed tensors, from the model's graph walked back from
+    its outputs (every node reachable in this model, none of other models sharing a layer)."""
+    inputs, outputs = model_inputs_outputs(model)
+    input_names = dict(zip(map(id, inputs), [name for name, _, _ in input_specs(model)]))
+    memo, calls, ops = {}, {}, set()
+
+    def streamed(tensor) -> bool:
+        if id(tensor) in memo:
+            return memo[id(tensor)]
+        if id(tensor) in input_names:
+            memo[id(tensor)] = input_names[id(tensor)] not in context
+            return memo[id(tensor)]
+        operation, node_index, _ = tensor._keras_history
+        node = operation._inbound_nodes[node_index]
+        memo[id(tensor)] = False  # (a graph has no cycles; this only guards the recursion)
+        flags = _Call(streamed(value) for value in node.input_tensors)
+        flags.causal = bool(node.arguments.kwargs.get("use_causal_mask"))
+        if isinstance(operation, keras.layers.Layer):
+            calls.setdefault(id(operation), []).append(flags)
+        elif any(flags) and type(operation).__name__ not in ELEMENTWISE_OPS:
+            ops.add(type(operation).__name__)
+        memo[id(tensor)] = any(flags)
+        return memo[id(tensor)]
+
+    for tensor in outputs:
+        streamed(tensor)
+    calls["ops"] = ops
+    return calls
+
+
+def _stepwise_kind(layer) -> str:
+    """The Keras class whose computation the layer runs: its own, or that of the Keras layer
+    it subclasses without overriding `call` (a `VocabularyEmbedding` is an `Embedding`)."""
+    for cls in type(layer).__mro__:
+        if cls.__module__.startswith("keras."):
+            return cls.__name__
+        if "call" in vars(cls):
+            break
+    return type(layer).__name__
 
 
 def _on_last_axis(layer) -> bool:
@@ -186,10 +282,10 @@ class _Channel:
         self.given, self.final = {}, {}
 
 
-def _step_function(model, layout, stand_in, *, batched_dense: bool):
+def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inputs=()):
     """The step as a Python function of TF ops over (one step of each input, then the
-    states): the rebuilt graph run on a sequence of one step. `stand_in(original,
-    description)` makes each recurrent layer's step stand-in."""
+    states): the rebuilt graph run on a sequence of one step (the context inputs whole).
+    `stand_in(original, description)` makes each recurrent layer's step stand-in."""
     import tensorflow as tf
 
     channel = _Channel()
@@ -200,12 +296,14 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool):
         return layer
 
     graph = clone_with(model, with_channel, batched_dense=batched_dense)
-    input_count = len(input_specs(model))
+    whole = [name in context_inputs for name, _, _ in input_specs(model)]
+    input_count = len(whole)
     names = output_names(model)
     owners = states_by_layer(layout)  # layer -> its states' indices, in layout order
 
     def step(*arguments):
-        inputs = [tf.expand_dims(value, 1) for value in arguments[:input_count]]
+        inputs = [value if is_whole else tf.expand_dims(value, 1)
+                  for value, is_whole in zip(arguments[:input_count], whole)]
         states = arguments[input_count:]
         channel.final.clear()
         for owner, indices in owners.items():
@@ -221,42 +319,50 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool):
     return step
 
 
-def _step_specs(model, layout, batch):
+def _step_specs(model, layout, batch, context_inputs=()):
     import tensorflow as tf
 
-    specs = [tf.TensorSpec((batch,) + tuple(shape[2:]), dtype, name=name)
+    specs = [tf.TensorSpec((batch,) + tuple(shape[1 if name in context_inputs else 2:]), dtype,
+                           name=name)
              for name, shape, dtype in input_specs(model)]
     specs += [tf.TensorSpec((batch, units), tf.float32, name=state_input_name(i))
               for i, (_, units) in enumerate(layout)]
     return specs
 
 
-def graph_step_tflite(model, *, batch_size: int, metadata: dict | None) -> bytes:
+def graph_step_tflite(model, *, batch_size: int, metadata: dict | None,
+                      context_inputs=()) -> bytes:
     """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
     from export.model.signature import freeze
     from export.tflite.flatbuffer import add_metadata, convert, frozen_converter
 
-    layout = check_streams(model)
-    specs = _step_specs(model, layout, batch_size)
-    step = _step_function(model, layout, UnrolledStep, batched_dense=False)
+    layout = check_streams(model, context_inputs)
+    specs = _step_specs(model, layout, batch_size, context_inputs)
+    for spec in specs:
+        if None in spec.shape:
+            raise ValueError(f"Input {spec.name!r} has shape {tuple(spec.shape)} in the step "
+                             "model: a .tflite file needs every axis but the batch fixed.")
+    step = _step_function(model, layout, UnrolledStep, batched_dense=False,
+                          context_inputs=context_inputs)
     names = output_names(model) + [state_output_name(i) for i in range(len(layout))]
     flatbuffer = convert(frozen_converter(freeze(step, specs), specs, names),
                          [layer.name for layer in all_layers(model)])
     return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)})
 
 
-def graph_step_onnx(model, *, opset: int, metadata: dict | None):
+def graph_step_onnx(model, *, opset: int, metadata: dict | None, context_inputs=()):
     """The ONNX step model of a graph that streams, each recurrent layer its native operator
     run for one step from `state_N` (dynamic batch)."""
     from export.model.signature import freeze
     from export.onnx.exporter import converted_graph
     from export.onnx.splice import marker_maker
 
-    layout = check_streams(model)
-    specs = _step_specs(model, layout, None)
+    layout = check_streams(model, context_inputs)
+    specs = _step_specs(model, layout, None, context_inputs)
     markers = {}
     stand_in = marker_maker(markers, MarkerStep)
-    step = _step_function(model, layout, stand_in, batched_dense=True)
+    step = _step_function(model, layout, stand_in, batched_dense=True,
+                          context_inputs=context_inputs)
     # loops kept as loops, as tf2onnx's own loader freezes them
     frozen = freeze(step, specs, lower_control_flow=False, aggressive_inlining=True)
     shapes = {name: (shape[:1] + shape[2:]) if len(shape) >= 3 else shape  # one step

@@ -250,3 +250,68 @@ def test_graphs_that_read_other_steps_are_refused_naming_every_layer(tmp_path):
                                  r"across the time axis"):
             export_step(model, tmp_path / f"m.step{suffix}")
     assert list(tmp_path.iterdir()) == []
+
+
+def _attending_decoder(source_len=None):
+    """A decoder step graph as `export.seq2seq` builds one: target ids -> Embedding -> GRU,
+    whose outputs attend (AdditiveAttention, masked) over context inputs given whole, then a
+    softmax head over [outputs; context]; nonzero biases everywhere."""
+    import keras
+
+    keras.utils.set_random_seed(8)
+    words = keras.Input((None,), dtype="int32", name="inputs")
+    values = keras.Input((source_len, 6), name="values")
+    keys = keras.Input((source_len, 6), name="keys")
+    mask = keras.Input((source_len,), name="mask")
+    decoded = keras.layers.GRU(6, return_sequences=True, bias_initializer="uniform")(
+        keras.layers.Embedding(9, 4, mask_zero=True)(words))
+    query = keras.layers.Dense(6, bias_initializer="uniform")(decoded)
+    context = keras.layers.AdditiveAttention(use_scale=True)(
+        [query, values, keys], mask=[None, keras.ops.greater(mask, 0.5)])
+    head = keras.layers.Dense(9, activation="softmax", bias_initializer="uniform")(
+        keras.layers.Concatenate()([decoded, context]))
+    return keras.Model([words, values, keys, mask], head)
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_context_inputs_are_fed_whole_at_every_step(tmp_path, fmt):
+    from export.runtime import load
+
+    source_len = 5
+    model = _attending_decoder(source_len if fmt == "tflite" else None)
+    rng = np.random.default_rng(4)
+    words = rng.integers(1, 9, (1, 6)).astype(np.int32)
+    context = {"values": rng.normal(size=(1, source_len, 6)).astype(np.float32),
+               "keys": rng.normal(size=(1, source_len, 6)).astype(np.float32),
+               # the last two source steps are padding: no attention weight there
+               "mask": np.array([[1, 1, 1, 0, 0]], np.float32)}
+    expected = np.asarray(model([words, context["values"], context["keys"], context["mask"]]))
+    step_file = load(export_step(model, tmp_path / f"m.step.{fmt}",
+                                 context_inputs=("values", "keys", "mask")))
+    assert step_file.inputs["values"][0][1:] == ((source_len if fmt == "tflite" else None), 6)
+    state = np.zeros((1, 6), np.float32)
+    tolerance = TFLITE_TOLERANCE if fmt == "tflite" else ONNX_TOLERANCE  # float32 sum order
+    for t in range(words.shape[1]):
+        results = step_file.run_named({"inputs": words[:, t], "state_0": state, **context})
+        assert_outputs_close(f"{fmt} step {t}", results["outputs"], expected[:, t], tolerance)
+        state = results["next_state_0"]
+
+
+def test_steps_that_read_other_steps_through_operations_or_attention_are_refused(tmp_path):
+    import keras
+
+    model = _attending_decoder()
+    # without context inputs the attention reads the streamed values: refused
+    with pytest.raises(UnsupportedModelError, match=r"AdditiveAttention\) is not one of"):
+        export_step(model, tmp_path / "m.step.onnx")
+    with pytest.raises(ValueError, match=r"context_inputs must name some of the model's inputs"):
+        export_step(model, tmp_path / "m.step.onnx", context_inputs=("nothing",))
+    # a keras.ops function over the time axis of a streamed tensor (a running sum)
+    inputs = keras.Input((None, 3))
+    summed = keras.ops.cumsum(keras.layers.SimpleRNN(3, return_sequences=True)(inputs), axis=1)
+    with pytest.raises(UnsupportedModelError, match=r"operation 'Cumsum' on a streamed tensor"):
+        export_step(keras.Model(inputs, summed), tmp_path / "m.step.onnx")
+    # an element-wise one streams
+    scaled = keras.ops.multiply(keras.layers.SimpleRNN(3, return_sequences=True)(inputs), 2.0)
+    export_step(keras.Model(inputs, scaled), tmp_path / "m.step.onnx")
+    assert [path.name for path in tmp_path.iterdir()] == ["m.step.onnx"]

@@ -1,7 +1,5 @@
 """ONNX nodes for a recurrent layer: the native `RNN`/`LSTM`/`GRU` operator with Keras's weights,
 activations, masks (`export.onnx.masks`), NaN propagation, directions and merge modes.
-
-`GraphBuilder` also writes the small graphs the step models and the translator need.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ import numpy as np
 from keras_rnn.cells import cell
 from keras_rnn.structure import (
     Bidirectional,
-    Dense,
     Recurrent,
     Stacked,
     UnsupportedModelError,
@@ -22,12 +19,11 @@ from keras_rnn.structure import (
 ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
                      "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
                      "linear": ("Affine", (1.0, 0.0))}
-HEAD_OPS = {"softmax": "Softmax", "sigmoid": "Sigmoid", "tanh": "Tanh", "relu": "Relu"}
 
 
 class GraphBuilder:
-    """Emits ONNX nodes and initializers under fresh names (a recurrent layer with its masking
-    and NaN nodes, the step models' and the translator's graphs)."""
+    """Emits ONNX nodes and initializers under fresh names: a recurrent layer's operator with
+    its masking and NaN nodes, spliced in place of its marker."""
 
     def __init__(self, opset: int, *, prefix: str = ""):
         self.opset = opset
@@ -54,28 +50,6 @@ class GraphBuilder:
         names = [self.fresh(stem or op.lower()) for _ in range(outputs)]
         self.nodes.append(onnx.helper.make_node(op, list(inputs), names, **attributes))
         return names[0] if outputs == 1 else names
-
-    def sequence_lengths(self, is_padding: str) -> str:
-        """(batch,) int32 non-padding steps per row, from a (batch, time) boolean tensor."""
-        import onnx
-
-        valid = self.node("Cast", [self.node("Not", [is_padding])], to=onnx.TensorProto.INT32)
-        return self.node("ReduceSum", [valid, self.constant("axes", np.array([1], np.int64))],
-                         "sequence_lens", keepdims=0)
-
-    def head(self, layer, values: str) -> str:
-        """A Dense or Activation layer."""
-        if isinstance(layer, Dense):
-            values = self.node("MatMul", [values, self.constant("kernel", layer.kernel)])
-            values = self.node("Add", [values, self.constant("bias", layer.bias)], "dense")
-        return self.activation(layer.activation, values)
-
-    def activation(self, name: str, values: str) -> str:
-        if name == "linear":
-            return values
-        if name == "softmax":
-            return self.node("Softmax", [values], "probabilities", axis=-1)
-        return self.node(HEAD_OPS[name], [values])
 
     # -- recurrent layers -------------------------------------------------------------------
     def recurrent(self, layer, values: str, mask, *, initial_state=(), return_state=False,

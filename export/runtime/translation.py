@@ -38,12 +38,15 @@ class Translator:
                                        low=1, high=MAX_TRANSLATION_LENGTH)
         check_vocabulary_size(self.decoder.model, MAIN_OUTPUT, self.target, "vocabulary")
         finals = [f"final_{name}" for name in self.decoder.state_names]
-        if ("source" not in self.encoder.inputs or len(self.encoder.inputs["source"][0]) != 2
+        # one (batch, words) input: "inputs" (files before: "source")
+        names = list(self.encoder.inputs)
+        if (len(names) != 1 or len(self.encoder.inputs[names[0]][0]) != 2
                 or not set(finals) <= set(self.encoder.output_names)):
             raise ModelFileError(
                 f"{str(self.encoder.path)!r} is not a seq2seq encoder for this decoder (it needs "
-                f"a (batch, words) input 'source' and the outputs {finals}).")
-        self.source_len = self.encoder.inputs["source"][0][1]  # None: any length (ONNX)
+                f"one (batch, words) input and the outputs {finals}).")
+        self.source_name = names[0]
+        self.source_len = self.encoder.inputs[self.source_name][0][1]  # None: any length (ONNX)
         self.attention = None  # (written words, source words) weights of the last call
 
     def translate(self, sentence: str, *, max_length: int | None = None) -> list[str]:
@@ -61,7 +64,7 @@ class Translator:
                     f"{sentence!r} has {len(ids)}. Re-export with a larger source_len."
                 )
             ids += [self.source.pad_id] * (self.source_len - len(ids))
-        encoded = self.encoder.run_named({"source": np.asarray([ids], np.int32)})
+        encoded = self.encoder.run_named({self.source_name: np.asarray([ids], np.int32)})
         state = [encoded[f"final_{name}"] for name in self.decoder.state_names]
         extra = {name: encoded[name] for name in self.ENCODER_TENSORS
                  if name in self.decoder.model.inputs}

@@ -42,14 +42,6 @@ def frozen_converter(frozen, signature, names):
     return converter
 
 
-def convert_function(function, input_signature, structure) -> bytes:
-    """Converts a Python function of TF ops returning a dict of named outputs to
-    builtin-only TFLite, keeping a signature with the named inputs and outputs (multi-input
-    files such as step models need the names)."""
-    return convert(frozen_converter(function, input_signature, ()),
-                   [layer.name for layer in structure.layers])
-
-
 def convert(converter, layer_names) -> bytes:
     """Runs the converter without its terminal output (its settings printed from C++, the
     SavedModel summary of `from_keras_model`, the int8 statistics warning), then refuses any

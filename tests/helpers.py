@@ -7,6 +7,14 @@ SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict
 INPUTS = {"one_hot": dict(), "embedding_mask": dict(inputs="embedding", embedding_dim=4,
                                                      mask_zero=True)}
 SEQ_LEN = 9
+# Every ONNX file is checked in each of these (export.runtime.engines): ONNX Runtime, the ONNX
+# specification's reference evaluator, OpenVINO
+ONNX_RUNTIMES = ("onnxruntime", "reference", "openvino")
+
+
+def runtimes_for(path) -> tuple:
+    """The runtimes a test runs an exported file in: LiteRT for .tflite, every ONNX one."""
+    return ONNX_RUNTIMES if str(path).endswith(".onnx") else ("litert",)
 
 
 def lecture_model(cell, outputs, shape, inputs, **extra):

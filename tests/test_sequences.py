@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import ONNX_RUNTIMES
 
 from keras_rnn import datasets
 
@@ -133,17 +134,18 @@ def test_exported_decoders_write_keras_words(tmp_path, translators, cell, attent
         if path.suffix == ".tflite":
             assert not any(n.startswith("custom:") for n in operator_names(path.read_bytes()))
     sentences = [source for source, _ in datasets.TRANSLATION_PAIRS] + list(NEW_SENTENCES)
-    for fmt in FORMATS:
-        translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}")
+    for fmt, runtime in [("tflite", None), *(("onnx", name) for name in ONNX_RUNTIMES)]:
+        translator = Translator(tmp_path / f"t.encoder.{fmt}", tmp_path / f"t.decoder.{fmt}",
+                                runtime=runtime)
         for sentence in sentences:
             expected = translate(model, sentence)
-            assert translator.translate(sentence) == expected, (fmt, sentence)
+            assert translator.translate(sentence) == expected, (runtime or fmt, sentence)
             if attention:  # and it looked where Keras looked
                 keras_weights = attention_weights(model, sentence, expected[:-1])
                 words = keras_weights.shape[1]  # a TFLite encoder pads to 7: no weight there
                 np.testing.assert_allclose(translator.attention[:, :words],
                                            keras_weights[:len(translator.attention)],
-                                           atol=1e-5, err_msg=f"{fmt} {sentence!r}")
+                                           atol=1e-5, err_msg=f"{runtime} {sentence!r}")
                 assert not translator.attention[:, words:].any()
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_outputs_close
+from helpers import assert_outputs_close, runtimes_for
 
 from export import vocabulary_metadata
 from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
@@ -58,12 +58,13 @@ def _stream(step_model, sequence):
 def test_step_by_step_equals_the_whole_sequence(tmp_path, cell, num_layers, inputs, fmt):
     model = _model(cell, num_layers=num_layers, inputs=inputs)
     path = export_step(model, tmp_path / f"m.step.{fmt}", batch_size=BATCH)
-    step_model = StepModel(path)
-    assert len(step_model.state_names) == num_layers * (2 if cell == "lstm" else 1)
     sequence = _sequence(model)
     expected = np.asarray(model(sequence))
-    assert_outputs_close(f"{cell} step model ({fmt})", _stream(step_model, sequence), expected,
-                         FORMATS[fmt])
+    for runtime in runtimes_for(path):
+        step_model = StepModel(path, runtime=runtime)
+        assert len(step_model.state_names) == num_layers * (2 if cell == "lstm" else 1)
+        assert_outputs_close(f"{cell} step model ({runtime})", _stream(step_model, sequence),
+                             expected, FORMATS[fmt])
     if fmt == "onnx":
         import onnx
 
@@ -286,15 +287,17 @@ def test_context_inputs_are_fed_whole_at_every_step(tmp_path, fmt):
                # the last two source steps are padding: no attention weight there
                "mask": np.array([[1, 1, 1, 0, 0]], np.float32)}
     expected = np.asarray(model([words, context["values"], context["keys"], context["mask"]]))
-    step_file = load(export_step(model, tmp_path / f"m.step.{fmt}",
-                                 context_inputs=("values", "keys", "mask")))
-    assert step_file.inputs["values"][0][1:] == ((source_len if fmt == "tflite" else None), 6)
-    state = np.zeros((1, 6), np.float32)
+    path = export_step(model, tmp_path / f"m.step.{fmt}", context_inputs=("values", "keys", "mask"))
     tolerance = TFLITE_TOLERANCE if fmt == "tflite" else ONNX_TOLERANCE  # float32 sum order
-    for t in range(words.shape[1]):
-        results = step_file.run_named({"inputs": words[:, t], "state_0": state, **context})
-        assert_outputs_close(f"{fmt} step {t}", results["outputs"], expected[:, t], tolerance)
-        state = results["next_state_0"]
+    for runtime in runtimes_for(path):
+        step_file = load(path, runtime=runtime)
+        assert step_file.inputs["values"][0][1:] == ((source_len if fmt == "tflite" else None), 6)
+        state = np.zeros((1, 6), np.float32)
+        for t in range(words.shape[1]):
+            results = step_file.run_named({"inputs": words[:, t], "state_0": state, **context})
+            assert_outputs_close(f"{runtime} step {t}", results["outputs"], expected[:, t],
+                                 tolerance)
+            state = results["next_state_0"]
 
 
 def test_steps_that_read_other_steps_through_operations_or_attention_are_refused(tmp_path):

@@ -8,7 +8,7 @@ not through `verify`, so a `verify` that always passed could not hide a wrong fi
 
 import numpy as np
 import pytest
-from helpers import assert_outputs_close
+from helpers import ONNX_RUNTIMES, assert_outputs_close
 
 from export import export_onnx, export_tflite, verify
 from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
@@ -39,8 +39,10 @@ def _masked_model(cell, source, *, masked=True):
     else:
         inputs = keras.Input((None, 3))
         x = keras.layers.Masking(0.0)(inputs) if masked else inputs
-    x = rnn(5, return_sequences=True)(x)
-    x = keras.layers.Bidirectional(rnn(4))(x)
+    # nonzero biases: with zero biases and zero padded inputs, a runtime that ran the padding
+    # through the cell would keep a zero state there and look right
+    x = rnn(5, return_sequences=True, bias_initializer="uniform")(x)
+    x = keras.layers.Bidirectional(rnn(4, bias_initializer="uniform"))(x)
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
 
 
@@ -69,10 +71,13 @@ def test_padding_anywhere_in_a_row_matches_keras_in_both_runtimes(tmp_path, cell
     expected = np.asarray(model(x))
     onnx_path = export_onnx(model, tmp_path / "m.onnx")
     tflite_path = export_tflite(model, tmp_path / "m.tflite", batch_size=BATCH, seq_len=STEPS)
-    assert_outputs_close("onnx", load(onnx_path).run(x), expected, ONNX_TOLERANCE)
+    for runtime in ONNX_RUNTIMES:
+        assert_outputs_close(runtime, load(onnx_path, runtime=runtime).run(x), expected,
+                             ONNX_TOLERANCE)
     assert_outputs_close("tflite", load(tflite_path).run(x), expected, TFLITE_TOLERANCE)
     for path in (onnx_path, tflite_path):
-        assert verify(model, path, x).passed
+        assert verify(model, path, x, runtimes=None if path == tflite_path
+                      else ONNX_RUNTIMES).passed
 
 
 @pytest.mark.parametrize("options", [dict(go_backwards=True), dict(zero_output_for_mask=True),
@@ -83,11 +88,31 @@ def test_backwards_and_zero_output_layers_on_padding_in_onnx(tmp_path, options):
     keras.utils.set_random_seed(4)
     model = keras.Sequential([keras.Input((None,), dtype="int32"),
                               keras.layers.Embedding(8, 4, mask_zero=True),
-                              keras.layers.GRU(5, return_sequences=True, **options),
+                              keras.layers.GRU(5, return_sequences=True,
+                                               bias_initializer="uniform", **options),
                               keras.layers.Dense(2)])
     x = _padded_batch("embedding")
-    actual = load(export_onnx(model, tmp_path / "m.onnx")).run(x)
-    assert_outputs_close("onnx", actual, np.asarray(model(x)), ONNX_TOLERANCE)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    for runtime in ONNX_RUNTIMES:
+        assert_outputs_close(runtime, load(path, runtime=runtime).run(x), np.asarray(model(x)),
+                             ONNX_TOLERANCE)
+
+
+def test_verify_fails_a_file_that_relies_on_one_runtimes_reading_of_sequence_lens():
+    """Negative control: the masked go_backwards file the exporter wrote before (commit
+    9f999a1: `direction="reverse"` with `sequence_lens`) gives Keras's answer in ONNX Runtime
+    only; the reference evaluator runs every step backwards from the padding."""
+    from pathlib import Path
+
+    import keras
+
+    data = Path(__file__).parent / "data"
+    model = keras.saving.load_model(data / "masked_go_backwards.keras")
+    old_file = data / "masked_go_backwards.sequence_lens.onnx"
+    assert verify(model, old_file, runtimes=["onnxruntime"]).passed
+    report = verify(model, old_file)  # ONNX Runtime and the reference evaluator, by default
+    assert not report.passed, str(report)
+    assert report.runtimes["onnxruntime"] <= ONNX_TOLERANCE < report.runtimes["reference"]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])

@@ -54,7 +54,15 @@ class GraphBuilder:
     # -- recurrent layers -------------------------------------------------------------------
     def recurrent(self, layer, values: str, mask, *, initial_state=(), return_state=False,
                   nan_checks=True):
-        """Emits one RNN/LSTM/GRU node for a layer (both directions for Bidirectional).
+        """Emits a layer's RNN/LSTM/GRU nodes: one forward operator per direction.
+
+        The graph means the same in every ONNX runtime: no operator reads `sequence_lens` or
+        runs `direction="reverse"` (runtimes differ there: the reference evaluator ignores
+        `sequence_lens`, OpenVINO too with dynamic shapes, tract runs "reverse" forwards). A
+        backwards direction runs forwards over the steps in reverse order (its unmasked steps,
+        with a mask: `PaddingMask.compact`); a masked layer's final state is its output at each
+        row's last unmasked step, and an LSTM's final cell state is recomputed from the gates
+        (`_final_cell_state`).
 
         Args:
             layer: a `Recurrent` or `Bidirectional` description.
@@ -79,81 +87,132 @@ class GraphBuilder:
                 values = self.recurrent(inner, values, mask, nan_checks=nan_checks)
             return values
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
-        first = directions[0]
-        kind = cell(first.cell)
-        if isinstance(layer, Bidirectional):
-            direction_name = "bidirectional"
-        else:
-            direction_name = "reverse" if layer.go_backwards else "forward"
+        kind = cell(directions[0].cell)
+        per_state = kind.state_count()
         # ONNX Runtime's recurrent kernels clip their activations' inputs, which turns NaN into
         # finite numbers; Keras carries a NaN step's NaN on to every later step. Float inputs
         # can hold NaN, so the steps where Keras has NaN are set to NaN after the operator.
         nan_steps = self.nan_steps(values, mask) if nan_checks else None
-        if mask is not None:
-            values = mask.compact(values)
-        inputs, attributes = self.operator_inputs(layer.name, directions, values, direction_name)
-        inputs.append(mask.operator_lengths if mask is not None else "")
-        per_state = kind.state_count()
-        if initial_state:
-            for which in range(per_state):  # initial_h, then initial_c: (directions, batch, units)
-                parts = [self.node("Unsqueeze", [initial_state[d * per_state + which],
-                                                 self.constant("axes", np.array([0], np.int64))])
-                         for d in range(len(directions))]
-                inputs.append(parts[0] if len(parts) == 1 else
-                              self.node("Concat", parts, "initial_state", axis=0))
-        results = self.node(kind.onnx_operator, inputs, kind.onnx_operator,
-                            outputs=1 + per_state, **attributes)
-        all_steps, last_step = results[:2]
         any_nan = None  # (batch,): the row holds a NaN step; only where used (every node costs)
         if nan_steps is not None and (return_state or (mask is None and not layer.return_sequences)):
             any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
                                             self.constant("zero", np.array(0, np.float32))])
-        # all_steps: (time, directions, batch, units); last_step: (directions, batch, units)
-        if mask is None and not layer.return_sequences:
-            # Unmasked, the last output in processing order is the operator's Y_h.
-            per_direction = self.split_directions(last_step, len(directions), axis=0)
-            if any_nan is not None:  # the last step has seen every step, in both directions
-                per_direction = [self.where_nan(any_nan, outputs, axis=1)
-                                 for outputs in per_direction]
-        else:
-            per_direction = self.split_directions(all_steps, len(directions), axis=1)
+        last_only = mask is None and not layer.return_sequences
+        per_direction, states = [], []
+        for d, direction in enumerate(directions):
+            given = list(initial_state[d * per_state:(d + 1) * per_state])
+            backward = direction.go_backwards
             if mask is not None:
-                # back to each step's own position, in input order (time, batch, units)
-                per_direction = [mask.restore(outputs, backward=direction.go_backwards,
-                                              zero_output=direction.zero_output_for_mask)
-                                 for outputs, direction in zip(per_direction, directions)]
-            if nan_steps is not None:
-                per_direction = [self.poison(outputs, nan_steps, mask, direction)
-                                 for outputs, direction in zip(per_direction, directions)]
-            if not layer.return_sequences:
-                # Keras returns the output of the last step processed: the last one in time
-                # going forwards, the first one going backwards.
-                per_direction = [self.time_slice(outputs, -1 if not direction.go_backwards else 0)
-                                 for outputs, direction in zip(per_direction, directions)]
-            elif isinstance(layer, Recurrent) and layer.go_backwards:
-                # Keras returns a backwards layer's outputs in processing order
-                per_direction = [self.reverse_time(per_direction[0])]
-        if len(per_direction) == 1:
-            outputs = per_direction[0]
-        else:
-            outputs = self.merge(layer.merge_mode, *per_direction)
-        if not return_state:
-            return outputs
-        finals = [self.split_directions(final, len(directions), axis=0) for final in results[1:]]
-        states = []
-        for d in range(len(directions)):
-            for which in range(per_state):
-                state = finals[which][d]
-                if initial_state and mask is not None:
-                    # a row with no unmasked step keeps its initial state, as in Keras
-                    empty = self.node("Unsqueeze", [self.node("Equal", [
-                        mask.lengths, self.constant("zero", np.array(0, np.int64))]),
-                        self.constant("axes", np.array([1], np.int64))])
-                    state = self.node("Where", [empty, initial_state[d * per_state + which], state])
-                if any_nan is not None:
-                    state = self.where_nan(any_nan, state, axis=1)
-                states.append(state)
-        return outputs, states
+                sequence = mask.compact(values, backward=backward)
+            else:
+                sequence = self.reverse_time(values) if backward else values
+            inputs, attributes = self.operator_inputs(layer.name, [direction], sequence, "forward")
+            inputs.append("")  # sequence_lens: none (see above)
+            inputs += [self.node("Unsqueeze", [state, self.axes(0)]) for state in given]
+            results = self.node(kind.onnx_operator, inputs, kind.onnx_operator,
+                                outputs=1 + per_state, **attributes)
+            if last_only:  # unmasked: the last output in processing order is the operator's Y_h
+                outputs = self.node("Squeeze", [results[1], self.axes(0)], "last_output")
+                if any_nan is not None:  # the last step has seen every step
+                    outputs = self.where_nan(any_nan, outputs, axis=1)
+            else:
+                # (time, batch, units), in processing order
+                steps = self.node("Squeeze", [results[0], self.constant(
+                    "axes", np.array([1], np.int64))], "direction")
+                if mask is not None:  # back to each step's own position, in input order
+                    outputs = mask.restore(steps, backward=backward,
+                                           zero_output=direction.zero_output_for_mask)
+                else:
+                    outputs = self.reverse_time(steps) if backward else steps
+                if nan_steps is not None:
+                    outputs = self.poison(outputs, nan_steps, mask, direction)
+                if not layer.return_sequences:
+                    # Keras returns the output of the last step processed: the last one in
+                    # time going forwards, the first one going backwards.
+                    outputs = self.time_slice(outputs, 0 if backward else -1)
+            per_direction.append(outputs)
+            if not return_state:
+                continue
+            if mask is None:
+                finals = [self.node("Squeeze", [final, self.axes(0)], "state")
+                          for final in results[1:]]
+            else:
+                finals = [mask.last_step(steps, given[0] if given else None)]
+                if per_state == 2:
+                    cells = self._cell_states(direction, sequence, steps, given)
+                    finals.append(mask.last_step(cells, given[1] if given else None))
+            if any_nan is not None:
+                finals = [self.where_nan(any_nan, state, axis=1) for state in finals]
+            states += finals
+        if isinstance(layer, Recurrent) and layer.go_backwards and layer.return_sequences:
+            # Keras returns a backwards layer's outputs in processing order
+            per_direction = [self.reverse_time(per_direction[0])]
+        outputs = (per_direction[0] if len(per_direction) == 1
+                   else self.merge(layer.merge_mode, *per_direction))
+        return (outputs, states) if return_state else outputs
+
+    def _cell_states(self, layer, sequence: str, steps: str, given) -> str:
+        """An LSTM's cell state c after every step (time, batch, units), recomputed from its
+        outputs: the gates of step t read the input at t and the output h at t - 1, so they
+        come from two matmuls over all steps, and c_t = f_t * c_(t-1) + i_t * g_t is an
+        element-wise `Scan`. Only the operator's Y_c holds c, and only at the last step it ran,
+        which a masked row needs at its last unmasked step (`sequence_lens` did that, in ONNX
+        Runtime alone)."""
+        import onnx
+
+        W, R, B = onnx_weights(layer)  # ONNX gate order i, o, f, c
+        units = layer.units
+        zeros = self.node("ConstantOfShape", [self.node("Shape", [self.node("Slice", [
+            steps, self.constant("starts", np.array([0], np.int64)),
+            self.constant("ends", np.array([1], np.int64)),
+            self.constant("axes", np.array([0], np.int64))])])], "zeros",
+            value=onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0]))
+        first_h = zeros if not given else self.node("Unsqueeze", [given[0], self.constant(
+            "axes", np.array([0], np.int64))])
+        first_c = zeros if len(given) < 2 else self.node("Unsqueeze", [given[1], self.constant(
+            "axes", np.array([0], np.int64))])
+        earlier = self.node("Slice", [steps, self.constant("starts", np.array([0], np.int64)),
+                                      self.constant("ends", np.array([-1], np.int64)),
+                                      self.constant("axes", np.array([0], np.int64))])
+        previous = self.node("Concat", [first_h, earlier], "previous_h", axis=0)
+        gates = self.node("Add", [
+            self.node("MatMul", [sequence, self.constant("W_t", np.ascontiguousarray(W.T))]),
+            self.node("MatMul", [previous, self.constant("R_t", np.ascontiguousarray(R.T))])])
+        gates = self.node("Add", [gates, self.constant("bias", B[:4 * units] + B[4 * units:])],
+                          "gates")
+        i, _, f, g = self.node("Split", [gates, self.constant(
+            "split", np.array([units] * 4, np.int64))], "gate", outputs=4, axis=-1)
+        f = self.gate_activation(layer.recurrent_activation, f)
+        update = self.node("Mul", [self.gate_activation(layer.recurrent_activation, i),
+                                   self.gate_activation(layer.activation, g)], "update")
+        name = self.fresh("cell_step")
+        body = onnx.helper.make_graph(
+            [onnx.helper.make_node("Mul", [f"{name}/f", f"{name}/c"], [f"{name}/kept"]),
+             onnx.helper.make_node("Add", [f"{name}/kept", f"{name}/update"], [f"{name}/next"]),
+             onnx.helper.make_node("Identity", [f"{name}/next"], [f"{name}/out"])],
+            name,
+            [onnx.helper.make_tensor_value_info(f"{name}/c", onnx.TensorProto.FLOAT, None),
+             onnx.helper.make_tensor_value_info(f"{name}/f", onnx.TensorProto.FLOAT, None),
+             onnx.helper.make_tensor_value_info(f"{name}/update", onnx.TensorProto.FLOAT, None)],
+            [onnx.helper.make_tensor_value_info(f"{name}/next", onnx.TensorProto.FLOAT, None),
+             onnx.helper.make_tensor_value_info(f"{name}/out", onnx.TensorProto.FLOAT, None)])
+        first_c = self.node("Squeeze", [first_c, self.constant("axes", np.array([0], np.int64))])
+        _, cells = self.node("Scan", [first_c, f, update], "cell_states", outputs=2, body=body,
+                             num_scan_inputs=2)
+        return cells
+
+    def axes(self, *axes: int) -> str:
+        """An int64 axes constant (Squeeze, Unsqueeze, Slice inputs)."""
+        return self.constant("axes", np.array(axes, np.int64))
+
+    def gate_activation(self, name: str, values: str) -> str:
+        """A Keras activation of a recurrent cell as an ONNX node (see ONNX_ACTIVATIONS)."""
+        op, scales = ONNX_ACTIVATIONS[name]
+        if op == "Affine":
+            return values
+        if scales:
+            return self.node(op, [values], alpha=scales[0], beta=scales[1])
+        return self.node(op, [values])
 
     def reduce_max(self, values: str, axis: int, *, keepdims: int) -> str:
         if self.opset >= 18:
@@ -185,15 +244,6 @@ class GraphBuilder:
         if mask is not None and direction.zero_output_for_mask:
             poisoned = self.node("And", [poisoned, mask.valid])
         return self.where_nan(poisoned, outputs, axis=2)
-
-    def split_directions(self, values: str, count: int, *, axis: int) -> list:
-        """The operator's outputs per direction, the direction axis removed."""
-        axes = self.constant("axes", np.array([axis], np.int64))
-        if count == 1:
-            return [self.node("Squeeze", [values, axes], "direction")]
-        parts = self.node("Split", [values, self.constant("split", np.array([1] * count, np.int64))],
-                          outputs=count, axis=axis)
-        return [self.node("Squeeze", [part, axes], "direction") for part in parts]
 
     def time_slice(self, values: str, index: int) -> str:
         """(time, batch, units) -> (batch, units) at one time index."""

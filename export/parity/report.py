@@ -30,6 +30,7 @@ class ParityReport:
     # per output: max|diff| / (RELATIVE_FLOOR + RELATIVE_TOLERANCE * max|Keras|), the share of
     # its own-scale bound used (float files pass only with every value <= 1)
     scaled_diffs: dict = field(default_factory=dict)
+    runtimes: dict = field(default_factory=dict)  # {runtime that judged: its max abs diff}
 
     @property
     def judged_on(self) -> str:
@@ -38,6 +39,11 @@ class ParityReport:
                     f"{RELATIVE_TOLERANCE:g} max|Keras|")
         return (f"argmax agreement >= {self.min_agreement:.0%} (held-out >= "
                 f"{HELD_OUT_MIN_AGREEMENT:.0%})")
+
+    @property
+    def runs_in(self) -> str:
+        """Each runtime that judged the file, with its max abs diff."""
+        return ", ".join(f"{runtime} {diff:.1e}" for runtime, diff in self.runtimes.items())
 
     def __str__(self) -> str:
         agreement = "-" if self.argmax_agreement is None else f"{self.argmax_agreement:.2%}"
@@ -49,6 +55,7 @@ class ParityReport:
             f"{self.format} {Path(self.path).name}: {'PASS' if self.passed else 'FAIL'} "
             f"(max abs diff {self.max_abs_diff:.3g}, argmax agreement {agreement}{held_out}"
             f"{nonfinite}, judged on {self.judged_on}, {len(self.cases)} input shapes"
+            + (f", in {self.runs_in}" if self.runtimes else "")
             + (f", recurrent forms {self.forms}" if self.forms else "") + ")"
         )
 
@@ -56,7 +63,7 @@ class ParityReport:
 def format_table(rows) -> str:
     """A parity table: one row per (label, report)."""
     header = ("model", "format", "recurrent form", "size", "max abs diff", "argmax agree",
-              "held-out agree", "judged on", "result")
+              "held-out agree", "judged on", "runs in", "result")
     lines = []
     for label, report in rows:
         agreement = "-" if report.argmax_agreement is None else f"{report.argmax_agreement:.1%}"
@@ -66,7 +73,7 @@ def format_table(rows) -> str:
             label, report.format + (" (quantized)" if report.quantized else ""),
             ", ".join(sorted(set(report.forms.values()))) or "-",
             _size_text(report.size_bytes), f"{report.max_abs_diff:.2e}", agreement, held_out,
-            report.judged_on, "PASS" if report.passed else "FAIL",
+            report.judged_on, report.runs_in or "-", "PASS" if report.passed else "FAIL",
         ))
     return table.format_table(header, lines)
 

@@ -21,6 +21,10 @@ from export.parity.tolerances import (
     RELATIVE_TOLERANCE,
 )
 
+# The ONNX reference evaluator runs in pure NumPy (its recurrent operators loop over steps in
+# Python): on files up to this size `verify` also judges there by default, in seconds.
+REFERENCE_MAX_BYTES = 16 * 1024 * 1024
+
 
 def verify(
     model,
@@ -31,6 +35,7 @@ def verify(
     min_agreement: float | None = None,
     seed: int = 0,
     trusted: bool = False,
+    runtimes=None,
 ) -> ParityReport:
     """Compares a Keras model with its exported file on the same inputs.
 
@@ -49,6 +54,12 @@ def verify(
         seed: for the held-out inputs.
         trusted: the file was just written by this process's exporters: skip the check that
             runs a .tflite file in a child process first (`export.runtime.load`).
+        runtimes: the runtimes that judge the file, each on every input (see
+            `export.runtime.engines`): by default LiteRT for .tflite; for .onnx ONNX Runtime
+            and, when the file is at most REFERENCE_MAX_BYTES, the ONNX reference evaluator
+            (the specification's meaning, which other runtimes are built against; pure
+            NumPy, so slow on large files). Add "openvino" to judge there too. The file
+            passes only if it passes in every one.
 
     A model with `stateful=True` layers is compared over a run of calls, each continuing from
     the state the last one left, both sides starting from a reset state: `inputs` as
@@ -67,6 +78,7 @@ def verify(
 
     specs = input_specs(model)
     exported = load(path, trusted=trusted)
+    runtimes = _runtimes(exported, path, runtimes)
     missing = sorted({name for name, _, _ in specs} - set(exported.inputs))
     if missing or sorted(exported.output_names) != sorted(output_names(model)):
         raise ValueError(
@@ -84,26 +96,24 @@ def verify(
     if batch is not None:
         cases = [(kind, part) for kind, case in cases for part in consecutive(case, batch)]
         exported.reset_states()
-    differences, nonfinite, agreements = [], 0, {"given": [], "held_out": []}
-    shapes, per_output = [], {}
+    expected_cases = []
     with states_reset(model):
-        for kind, case in cases:
-            expected = keras_outputs(model, case)
-            actual = (_run_in_batches(exported, case) if batch is None
-                      else exported.run_named(case))
-            for name, value in expected.items():
-                if actual[name].shape != value.shape:
-                    raise ValueError(
-                        f"{Path(path).name} returned shape {actual[name].shape} for {name!r}; "
-                        f"the Keras model returned {value.shape}.")
-                difference, mismatches = compare(actual[name], value)
-                differences.append(difference)
-                nonfinite += mismatches
-                _track(per_output, name, difference, value)
-                if value.ndim > 1 and value.shape[-1] > 1:
-                    agreements[kind].append(
-                        (actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
-            shapes.append(tuple(next(iter(case.values())).shape))
+        for _, case in cases:
+            expected_cases.append(keras_outputs(model, case))
+    judged = {}  # runtime -> (differences, nonfinite, agreements, per_output)
+    for runtime in runtimes:
+        if runtime != exported.runtime:
+            exported = load(path, trusted=True, runtime=runtime)  # (checked by the first load)
+        if batch is not None:
+            exported.reset_states()
+        judged[runtime] = _measure(exported, path, cases, expected_cases, batch)
+    shapes = [tuple(next(iter(case.values())).shape) for _, case in cases]
+    differences, nonfinite, agreements, per_output = judged[runtimes[0]]
+    for other in runtimes[1:]:  # every runtime's differences count; decisions: the first's
+        differences = differences + judged[other][0]
+        nonfinite += judged[other][1]
+        for name, (difference, scale) in judged[other][3].items():
+            _track_scaled(per_output, name, difference, scale)
     max_diff = max(differences)
     every = agreements["given"] + agreements["held_out"]
     agreement = float(np.concatenate(every).mean()) if every else None
@@ -142,15 +152,59 @@ def verify(
         held_out_agreement=held_out_agreement,
         forms=_forms(exported),
         scaled_diffs=_scaled(per_output),
+        runtimes={runtime: max(result[0]) for runtime, result in judged.items()},
     )
+
+
+def _runtimes(exported, path, runtimes) -> tuple:
+    """The runtimes that judge a file (see `verify`), the loaded file's own first."""
+    from export.runtime.engines import ONNX_RUNTIMES
+
+    if runtimes is None:
+        if exported.format != "onnx":
+            return (exported.runtime,)
+        small = Path(path).stat().st_size <= REFERENCE_MAX_BYTES
+        return ("onnxruntime", "reference") if small else ("onnxruntime",)
+    runtimes = tuple(runtimes)
+    known = ONNX_RUNTIMES if exported.format == "onnx" else (exported.runtime,)
+    unknown = [runtime for runtime in runtimes if runtime not in known]
+    if unknown or not runtimes:
+        raise ValueError(f"runtimes {list(runtimes)}: a .{exported.format} file runs in "
+                         f"{list(known)}.")
+    return tuple(sorted(runtimes, key=lambda runtime: runtime != exported.runtime))
+
+
+def _measure(exported, path, cases, expected_cases, batch):
+    """Runs every case in one runtime: (differences, NaN/inf mismatches, decisions per kind
+    of case, {output: (largest difference, largest |Keras|)})."""
+    differences, nonfinite, agreements, per_output = [], 0, {"given": [], "held_out": []}, {}
+    for (kind, case), expected in zip(cases, expected_cases):
+        actual = (_run_in_batches(exported, case) if batch is None
+                  else exported.run_named(case))
+        for name, value in expected.items():
+            if actual[name].shape != value.shape:
+                raise ValueError(
+                    f"{Path(path).name} returned shape {actual[name].shape} for {name!r} in "
+                    f"{exported.runtime}; the Keras model returned {value.shape}.")
+            difference, mismatches = compare(actual[name], value)
+            differences.append(difference)
+            nonfinite += mismatches
+            _track(per_output, name, difference, value)
+            if value.ndim > 1 and value.shape[-1] > 1:
+                agreements[kind].append(
+                    (actual[name].argmax(-1) == value.argmax(-1)).reshape(-1))
+    return differences, nonfinite, agreements, per_output
+
+
+def _track_scaled(per_output: dict, name: str, difference: float, scale: float) -> None:
+    old_difference, old_scale = per_output.get(name, (0.0, 0.0))
+    per_output[name] = (max(old_difference, difference), max(old_scale, scale))
 
 
 def _track(per_output: dict, name: str, difference: float, expected) -> None:
     """Keeps each output's largest difference and largest finite |Keras| value."""
     finite = np.abs(np.asarray(expected, np.float64)[np.isfinite(expected)])
-    scale = float(finite.max()) if finite.size else 0.0
-    old_difference, old_scale = per_output.get(name, (0.0, 0.0))
-    per_output[name] = (max(old_difference, difference), max(old_scale, scale))
+    _track_scaled(per_output, name, difference, float(finite.max()) if finite.size else 0.0)
 
 
 def _float_passed(max_diff: float, tolerance: float, per_output: dict) -> bool:

@@ -14,10 +14,12 @@ from export.runtime.metadata import MAIN_INPUT, MAIN_OUTPUT, check_vocabulary_si
 
 class StepModel:
     """A streaming step model (`export.streaming.export_step`): one step's input and the state in,
-    that step's output and the next state out. The caller carries the state."""
+    that step's output and the next state out. The caller carries the state. `runtime`: as
+    `export.runtime.load` takes it (another ONNX runtime for an .onnx file)."""
 
-    def __init__(self, path, *, num_threads: int = 1, trusted: bool = False):
-        self.model = load(path, num_threads=num_threads, trusted=trusted)
+    def __init__(self, path, *, num_threads: int = 1, trusted: bool = False,
+                 runtime: str | None = None):
+        self.model = load(path, num_threads=num_threads, trusted=trusted, runtime=runtime)
         self.path = self.model.path
         self.metadata = self.model.metadata
         self.state_names = _state_names(self.model, self.path)

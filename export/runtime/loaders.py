@@ -59,9 +59,13 @@ class TFLiteModel:
     format = "tflite"
 
     def __init__(self, path, *, num_threads: int = 1, trusted: bool = False,
-                 allow_external_data: bool = False):
+                 allow_external_data: bool = False, runtime: str | None = None):
         # (allow_external_data: taken as every loader takes it; a .tflite file reads no other)
         from ai_edge_litert.interpreter import Interpreter
+
+        if runtime not in (None, "litert"):
+            raise ValueError(f"A .tflite file runs in LiteRT here; got runtime={runtime!r}.")
+        self.runtime = "litert"
 
         from keras_rnn.quiet import native_stderr_silenced
 
@@ -177,7 +181,8 @@ class TFLiteModel:
 
 
 class ONNXModel:
-    """An .onnx file in ONNX Runtime (dynamic batch and time axes).
+    """An .onnx file in ONNX Runtime (dynamic batch and time axes), or in another ONNX runtime
+    (`runtime=`: "reference" or "openvino", see `export.runtime.engines`).
 
     Args:
         allow_external_data: read tensors that the file keeps in other files (ONNX external
@@ -189,10 +194,17 @@ class ONNXModel:
     quantized = False
 
     def __init__(self, path, *, num_threads: int = 1, trusted: bool = False,
-                 allow_external_data: bool = False):
+                 allow_external_data: bool = False, runtime: str | None = None):
         # (trusted: taken as every loader takes it; ONNX Runtime refuses malformed files
         # itself: none of 455 structure-aware mutants tried killed the process)
         import onnxruntime
+
+        from export.runtime.engines import ONNX_RUNTIMES, onnx_engine
+
+        self.runtime = runtime or "onnxruntime"
+        if self.runtime not in ONNX_RUNTIMES:
+            raise ValueError(f"Unknown ONNX runtime {runtime!r}: expected one of "
+                             f"{ONNX_RUNTIMES}.")
 
         self.path = Path(path)
         content = _read_bytes(path)
@@ -221,6 +233,15 @@ class ONNXModel:
                 f"{str(self.path)!r} is not a valid .onnx model for ONNX Runtime: "
                 f"{str(error).splitlines()[0]}"
             ) from error
+        # the signature and metadata are read with ONNX Runtime; `runtime` runs the file
+        try:
+            self._engine = onnx_engine(self.runtime, self.path, content, session=self._session,
+                                       num_threads=num_threads)
+        except ValueError:
+            raise
+        except Exception as error:
+            raise ModelFileError(f"{str(self.path)!r} could not be opened in {self.runtime}: "
+                                 f"{str(error).strip().splitlines()[0]}") from error
         try:
             metadata = dict(self._session.get_modelmeta().custom_metadata_map)
         except UnicodeDecodeError as error:
@@ -267,7 +288,7 @@ class ONNXModel:
         if self.state_layout:
             return self.run_named({self._input_name: inputs}, check=False)[self.output_names[0]]
         with runtime_errors(self.path):
-            return self._session.run(None, {self._input_name: inputs})[0]
+            return self._engine.run(self.output_names[:1], {self._input_name: inputs})[0]
 
     def run_named(self, feeds: dict, *, check: bool = True) -> dict:
         """Runs a file with several named inputs; returns every output by name."""
@@ -275,7 +296,7 @@ class ONNXModel:
             feeds = {name: feed(feeds, name, spec, self.path) for name, spec in self.inputs.items()}
         if not self.state_layout:
             with runtime_errors(self.path):
-                return dict(zip(self.output_names, self._session.run(self.output_names, feeds)))
+                return dict(zip(self.output_names, self._engine.run(self.output_names, feeds)))
         batch = len(next(iter(feeds.values())))
         if self._states is None:
             self._states = [np.zeros((batch, units), np.float32) for _, units in self.state_layout]
@@ -286,19 +307,21 @@ class ONNXModel:
                 "reset_states() first.")
         feeds = {**feeds, **dict(zip(self._state_names, self._states))}
         with runtime_errors(self.path):
-            results = self._session.run(self.output_names + self._next_names, feeds)
+            results = self._engine.run(self.output_names + self._next_names, feeds)
         self._states = results[len(self.output_names):]
         return dict(zip(self.output_names, results))
 
 
 def load(path, *, num_threads: int = 1, trusted: bool = False,
-         allow_external_data: bool = False):
+         allow_external_data: bool = False, runtime: str | None = None):
     """Opens an exported `.tflite` or `.onnx` file for inference.
 
     A file may come from anyone: a `.tflite` file is first run once in a child process, so one
     that would crash the interpreter is refused instead (`trusted=True` skips that, about
     0.25 s, for files you wrote); an `.onnx` file that keeps tensors in other files is refused
     unless `allow_external_data=True`, which reads them from the model's folder only.
+    `runtime` runs an `.onnx` file in another ONNX runtime ("reference", "openvino"; default
+    ONNX Runtime) with the same interface.
     """
     from export.formats import format_of, resolve  # (imports no exporter or TensorFlow)
 
@@ -306,8 +329,9 @@ def load(path, *, num_threads: int = 1, trusted: bool = False,
         loader = resolve(format_of(path).loader)
     except ValueError as error:
         raise ModelFileError(f"Unknown model file type: {error}") from None
+    options = {} if runtime is None else {"runtime": runtime}
     return loader(path, num_threads=num_threads, trusted=trusted,
-                  allow_external_data=allow_external_data)
+                  allow_external_data=allow_external_data, **options)
 
 
 def read_metadata(path) -> dict:

@@ -23,9 +23,12 @@ class Translator:
 
     ENCODER_TENSORS = ("encoder_outputs", "encoder_keys", "source_mask")
 
-    def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1, trusted: bool = False):
-        self.encoder = load(encoder_path, num_threads=num_threads, trusted=trusted)
-        self.decoder = StepModel(decoder_path, num_threads=num_threads, trusted=trusted)
+    def __init__(self, encoder_path, decoder_path, *, num_threads: int = 1, trusted: bool = False,
+                 runtime: str | None = None):
+        self.encoder = load(encoder_path, num_threads=num_threads, trusted=trusted,
+                            runtime=runtime)
+        self.decoder = StepModel(decoder_path, num_threads=num_threads, trusted=trusted,
+                                 runtime=runtime)
         metadata = self.decoder.metadata
         if "source_vocabulary" not in metadata or "vocabulary" not in metadata:
             raise ModelFileError(

@@ -270,3 +270,62 @@ def test_int8_refuses_bad_calibration_data_before_converting(tmp_path, hihello_r
         export_tflite(result["model"], tmp_path / "m.tflite", quantize="int8",
                       representative_data=bad(result["x"]))
     assert not list(tmp_path.iterdir())
+
+
+ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "hard_sigmoid")
+
+
+@pytest.mark.parametrize(("cell", "activation", "slot"), [
+    (cell, activation, slot) for cell in CELLS for activation in ACTIVATIONS
+    for slot in ("activation", "recurrent_activation")
+    if cell != "simple_rnn" or slot == "activation"])  # (SimpleRNN has one activation)
+def test_an_onnx_file_claims_exactly_the_runtimes_that_run_its_activations(tmp_path, cell,
+                                                                           activation, slot):
+    """Each ONNX runtime the file claims (its `onnx_runtimes` metadata) gives Keras's answer;
+    each one it leaves out refuses the file or gives another answer (the reference evaluator
+    runs LSTM/GRU with their default activations whatever the file says)."""
+    import keras
+    from helpers import runtimes_for
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((None, 3))
+    layer = _layer_class(cell)(4, bias_initializer="uniform", **{slot: activation})
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)
+    expected = np.asarray(model(x))
+    path = export_onnx(model, tmp_path / "m.onnx")
+    claimed = runtimes_for(path)
+    assert claimed[0] == "onnxruntime"
+    for runtime in ONNX_RUNTIMES:
+        try:
+            actual = load(path, runtime=runtime).run(x)
+        except ValueError:  # refused (ModelFileError is a ValueError)
+            assert runtime not in claimed, f"{runtime} refused a file that claims it"
+            continue
+        difference = float(np.max(np.abs(actual - expected)))
+        if runtime in claimed:
+            assert_outputs_close(runtime, actual, expected, ONNX_TOLERANCE)
+        else:
+            assert difference > 1e-3, f"{runtime} runs the file right ({difference:.2g}) " \
+                                      "but the file does not claim it"
+
+
+def test_two_recurrent_layers_over_one_input_do_not_claim_openvino(tmp_path):
+    """OpenVINO 2026.4 gives one of two recurrent operators reading the same input wrong
+    outputs when the time length is fixed: such a file leaves it out, and still gives Keras's
+    answer in the runtimes it claims."""
+    import keras
+    from helpers import runtimes_for
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((7, 4))
+    layers = [keras.layers.GRU(3, return_sequences=True) for _ in range(2)]
+    model = keras.Model(inputs, keras.layers.Add()([layer(inputs) for layer in layers]))
+    x = np.random.default_rng(0).normal(size=(2, 7, 4)).astype(np.float32)
+    expected = np.asarray(model(x))
+    path = export_onnx(model, tmp_path / "m.onnx")
+    assert runtimes_for(path) == ("onnxruntime", "reference")
+    for runtime in runtimes_for(path):
+        assert_outputs_close(runtime, load(path, runtime=runtime).run(x), expected, ONNX_TOLERANCE)
+    wrong = float(np.max(np.abs(load(path, runtime="openvino").run(x) - expected)))
+    assert wrong > 1e-3, f"OpenVINO runs it right now ({wrong:.2g}): claim it again"

@@ -31,6 +31,8 @@ from export.runtime import (
     FORMS_METADATA,
     STATEFUL_METADATA,
 )
+from export.runtime.engines import ONNX_RUNTIMES
+from export.runtime.metadata import RUNTIMES_METADATA
 from keras_rnn.quiet import load_tensorflow, native_stderr_silenced
 from keras_rnn.structure import UnsupportedModelError
 
@@ -104,9 +106,63 @@ def converted_graph(frozen, markers: dict, opset: int, *, input_names, outputs,
     _refuse_unknown_ops(proto)
     _name_inputs(proto, input_names)
     _name_outputs(proto, outputs)
+    metadata = {**metadata, RUNTIMES_METADATA: json.dumps(proven_runtimes(proto.graph))}
     return finish_model(proto.graph, opset, metadata,
                         extra_opsets=[o for o in proto.opset_import
                                       if o.domain not in ("", MARKER_DOMAIN)])
+
+
+# The activations each ONNX runtime runs in the recurrent operators, measured here with every
+# activation Keras's recurrent layers take (the tests prove the rest): the reference evaluator
+# runs RNN with Tanh or Affine alone (it refuses others) and LSTM/GRU with their default
+# activations whatever the attribute says (a relu LSTM: 0.33 off, silently); OpenVINO refuses
+# Affine (linear) and HardSigmoid.
+_DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"], "GRU": ["Sigmoid", "Tanh"]}
+_OPENVINO_ACTIVATIONS = {"Sigmoid", "Tanh", "Relu"}
+
+
+def proven_runtimes(graph) -> list[str]:
+    """The ONNX runtimes that give Keras's answer for this graph (`RUNTIMES_METADATA`): every
+    one, but ONNX Runtime alone for tf2onnx's own `Loop` form (the reference evaluator gives
+    other numbers, OpenVINO refuses it) and without the runtimes that lack a recurrent
+    operator's activations."""
+    runtimes = list(ONNX_RUNTIMES)
+    if _shared_recurrent_inputs(graph):
+        runtimes.remove("openvino")
+    for node in graph.node:
+        if node.op_type == "Loop":
+            return ["onnxruntime"]
+        if node.op_type not in _DEFAULT_ACTIVATIONS:
+            continue
+        attribute = next((a for a in node.attribute if a.name == "activations"), None)
+        names = [name.decode() for name in attribute.strings] if attribute else []
+        default = _DEFAULT_ACTIVATIONS[node.op_type]
+        if node.op_type == "RNN":
+            reference = set(names) <= {"Tanh", "Affine"}
+        else:
+            reference = not names or names == default * (len(names) // len(default))
+        if not reference and "reference" in runtimes:
+            runtimes.remove("reference")
+        if not set(names) <= _OPENVINO_ACTIVATIONS and "openvino" in runtimes:
+            runtimes.remove("openvino")
+    return runtimes
+
+
+def _shared_recurrent_inputs(graph) -> bool:
+    """True when two recurrent operators read the same tensor (through the transposes, reversals
+    and gathers in front of them). OpenVINO 2026.4 gives one of them wrong outputs then when
+    the time length is fixed (two GRUs over one input, return_sequences: 0.79 off, silently),
+    so such a file does not claim it."""
+    producers = {output: node for node in graph.node for output in node.output}
+    passing = {"Transpose", "Slice", "GatherElements", "Identity"}
+    roots = []
+    for node in graph.node:
+        if node.op_type in _DEFAULT_ACTIVATIONS:
+            tensor = node.input[0]
+            while tensor in producers and producers[tensor].op_type in passing:
+                tensor = producers[tensor].input[0]
+            roots.append(tensor)
+    return len(roots) != len(set(roots))
 
 
 def _set_metadata(proto, key: str, value: str) -> None:

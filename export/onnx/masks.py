@@ -41,17 +41,19 @@ class PaddingMask:
         import onnx
 
         self.graph = graph
-        int64 = onnx.TensorProto.INT64
+        # the counts are int32: tract evaluates an int64 CumSum as a symbolic dimension and fails
         self.valid = graph.node("Transpose", [valid], "valid", perm=[1, 0])  # (time, batch) bool
-        self.steps = graph.node("Cast", [self.valid], to=int64)
+        self.steps = graph.node("Cast", [self.valid], to=onnx.TensorProto.INT32)
         # (time, batch): unmasked steps up to and including t
         self.counted = graph.node("CumSum", [self.steps, self._int(0)], "counted")
         self.lengths = graph.node("Gather", [self.counted, self._int(-1)], "lengths",
                                   axis=0)  # (batch,)
-        self.time = graph.node("Gather", [graph.node("Shape", [self.valid]), self._int(0)], "time")
+        self.time64 = graph.node("Gather", [graph.node("Shape", [self.valid]), graph.constant(
+            "zero", np.array(0, np.int64))], "time")
+        self.time = graph.node("Cast", [self.time64], to=onnx.TensorProto.INT32)
 
     def _int(self, value) -> str:
-        return self.graph.constant("int", np.array(value, np.int64))
+        return self.graph.constant("int", np.array(value, np.int32))
 
     @cached_property
     def forward(self):
@@ -84,7 +86,7 @@ class PaddingMask:
         rank = graph.node("Unsqueeze", [rank, graph.constant("axes", np.array([1], np.int64))])
         key = graph.node("Cast", [graph.node("Mul", [self.steps, rank])], "order_key",
                          to=onnx.TensorProto.FLOAT)
-        count = graph.node("Reshape", [self.time, graph.constant("shape", np.array([1], np.int64))])
+        count = graph.node("Reshape", [self.time64, graph.constant("shape", np.array([1], np.int64))])
         _, order = graph.node("TopK", [key, count], "order", outputs=2, axis=0, largest=1,
                               sorted=1)
         return order

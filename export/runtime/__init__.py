@@ -22,6 +22,7 @@ from export.runtime.metadata import (
     MAIN_OUTPUT,
     MAX_TRANSLATION_LENGTH,
     RESET_SIGNATURE,
+    RUNTIMES_METADATA,
     STATEFUL_METADATA,
     TFLITE_METADATA_NAME,
     check_vocabulary_size,
@@ -36,6 +37,7 @@ from export.runtime.translation import Translator
 
 __all__ = [
     "FORMS_METADATA", "MAIN_INPUT", "MAIN_OUTPUT", "MAX_TRANSLATION_LENGTH", "RESET_SIGNATURE",
+    "RUNTIMES_METADATA",
     "STATEFUL_METADATA", "TFLITE_METADATA_NAME", "ModelFileError", "ONNXModel", "StepModel",
     "TFLiteModel", "Translator", "check_vocabulary_size", "checked_metadata", "generate", "load",
     "metadata_int", "operator_names", "read_metadata", "state_input_name", "state_output_name",

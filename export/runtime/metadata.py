@@ -16,6 +16,11 @@ from export.runtime.checks import (
 
 TFLITE_METADATA_NAME = "keras_rnn"  # the flatbuffer metadata entry (export.tflite.flatbuffer)
 FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop got}
+# JSON [runtime, ...]: the ONNX runtimes an .onnx file's graph is proven in by the test suite.
+# tf2onnx's own `Loop` form (custom cells, ConvLSTM) gives other numbers in the ONNX reference
+# evaluator (0.07 off on keras-io's ConvLSTM model) and OpenVINO refuses it, so a file holding
+# one claims ONNX Runtime alone; files without this field (older ones) claim nothing.
+RUNTIMES_METADATA = "onnx_runtimes"
 
 
 MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"

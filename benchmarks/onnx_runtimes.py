@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from latency import median_ms  # noqa: E402
+from latency import median_ms, tf2onnx_export  # noqa: E402
 
 from export import export_onnx  # noqa: E402
 from export.table import format_table  # noqa: E402
@@ -67,45 +67,43 @@ def padded(batch: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def tf2onnx_file(model, target: Path) -> Path:
-    import tensorflow as tf
-    import tf2onnx
-
-    signature = [tf.TensorSpec((None, None, FEATURES), tf.float32, name="inputs")]
-    function = tf.function(lambda inputs: {"outputs": model(inputs, training=False)},
-                           input_signature=signature)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
-    proto.ir_version = 8  # onnxruntime 1.31 refuses onnx 1.23's default IR version
-    target.write_bytes(proto.SerializeToString())
-    return target
-
-
 def run_everywhere(path: Path, x: np.ndarray) -> dict:
-    """{runtime: the file's first output on x}."""
+    """{runtime: the file's first output on x, or the first line of the runtime's refusal}."""
     import onnx
     import onnxruntime
     import openvino
+    import tract
     from onnx.reference import ReferenceEvaluator
 
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 4
-    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    results = {"onnxruntime": session.run(None, {name: x})[0]}
-    with np.errstate(all="ignore"):
-        results["reference"] = ReferenceEvaluator(onnx.load(path)).run(None, {name: x})[0]
-    core = openvino.Core()
-    compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                  {"INFERENCE_PRECISION_HINT": "f32"})
-    results["openvino"] = np.asarray(compiled({name: x})[compiled.outputs[0]])
-    try:
-        import tract
+    def ort():
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 4
+        session = onnxruntime.InferenceSession(str(path), options,
+                                               providers=["CPUExecutionProvider"])
+        return session.run(None, {"inputs": x})[0]
 
+    def reference():
+        with np.errstate(all="ignore"):
+            return ReferenceEvaluator(onnx.load(path)).run(None, {"inputs": x})[0]
+
+    def openvino_cpu():
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                      {"INFERENCE_PRECISION_HINT": "f32"})
+        return np.asarray(compiled({"inputs": x})[compiled.outputs[0]])
+
+    def tract_cpu():  # the input's shape given: tract refuses some symbolic ones
         model = tract.onnx().load(str(path))
         model.set_input_fact(0, ",".join(map(str, x.shape)) + ",f32")
-        results["tract"] = model.into_model().into_runnable().run([x])[0].to_numpy()
-    except Exception as error:  # tract raises its own TractError
-        results["tract"] = str(error).strip().splitlines()[0][:60]
+        return model.into_model().into_runnable().run([x])[0].to_numpy()
+
+    results = {}
+    for name, run in zip(RUNTIMES, (ort, reference, openvino_cpu, tract_cpu)):
+        try:
+            results[name] = run()
+        except Exception as error:  # each runtime raises its own kind
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            results[name] = (lines[-1] if lines else type(error).__name__)[:50]
     return results
 
 
@@ -134,7 +132,7 @@ def main():
             expected = np.asarray(model(x))
             stem = f"{cell}_{construct.replace(' ', '_')}"
             files = {"export_onnx": export_onnx(model, directory / f"{stem}.onnx"),
-                     "tf2onnx": tf2onnx_file(model, directory / f"{stem}.tf2onnx.onnx")}
+                     "tf2onnx": tf2onnx_export(model, directory / f"{stem}.tf2onnx.onnx")}
             row = [cell, construct]
             for path in files.values():
                 results = run_everywhere(path, x)

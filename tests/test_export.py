@@ -104,6 +104,30 @@ def test_functional_models_export_including_branches_and_merges(tmp_path):
     assert "Loop" not in op_types and "Scan" not in op_types
 
 
+@pytest.mark.parametrize("cell", ["simple_rnn", "gru"])
+def test_a_bare_tensor_initial_state_exports_like_a_list(tmp_path, cell):
+    """`initial_state=h0` (one tensor, which Keras takes for a one-state layer) was refused
+    with "Using a symbolic tf.Tensor as a Python bool" in both formats (issue 16)."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    layer = {"simple_rnn": keras.layers.SimpleRNN, "gru": keras.layers.GRU}[cell]
+    sequence = keras.Input((5, 3), name="sequence")
+    start = keras.Input((4,), name="start")
+    outputs = layer(4, return_sequences=True, bias_initializer="uniform")(sequence,
+                                                                          initial_state=start)
+    model = keras.Model([sequence, start], outputs)
+    rng = np.random.default_rng(1)
+    feeds = {"sequence": rng.normal(size=(2, 5, 3)).astype(np.float32),
+             "start": rng.normal(size=(2, 4)).astype(np.float32)}
+    expected = np.asarray(model([feeds["sequence"], feeds["start"]]))
+    for path, tolerance in ((export_tflite(model, tmp_path / "m.tflite", batch_size=2),
+                             TFLITE_TOLERANCE),
+                            (export_onnx(model, tmp_path / "m.onnx"), ONNX_TOLERANCE)):
+        actual = load(path).run_named(feeds)[load(path).output_names[0]]
+        assert_outputs_close(path.suffix, actual, expected, tolerance)  # the start state used
+
+
 def test_export_does_not_change_the_model(tmp_path):
     model = lecture_model("gru", "many_to_one", "stacked", "one_hot")
     x = np.random.default_rng(0).normal(size=(2, SEQ_LEN, 6)).astype(np.float32)

@@ -75,6 +75,14 @@ class RecurrentStandIn(keras.layers.Layer):
         return output_mask
 
 
+def given_states(initial_state) -> list | None:
+    """`initial_state=` as a stand-in receives it, as a list: Keras also takes one bare tensor
+    (`initial_state=h0`) for a layer with one state."""
+    if initial_state is None or isinstance(initial_state, (list, tuple)):
+        return None if initial_state is None else list(initial_state)
+    return [initial_state]
+
+
 def clone_with(model, stand_in, *, batched_dense: bool = False):
     """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
     description)`; every other layer is reused as is (its weights included), but for

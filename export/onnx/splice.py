@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from export.model.rebuild import RecurrentStandIn
+from export.model.rebuild import RecurrentStandIn, given_states
 from export.model.state import state_sizes
 from export.onnx.masks import PaddingMask
 from export.onnx.operators import GraphBuilder
@@ -116,7 +116,7 @@ class RecurrentMarker(RecurrentStandIn):
         self.emits_states = self.return_state
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
-        results = self.marked(inputs, mask, list(initial_state or []), self.return_state)
+        results = self.marked(inputs, mask, given_states(initial_state) or [], self.return_state)
         return results if self.return_state else results[0]
 
     def run_with_states(self, inputs, states):

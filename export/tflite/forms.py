@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from export.formats import get_quantize_mode
 from export.model.layers import cell_runs
-from export.model.rebuild import RecurrentStandIn
+from export.model.rebuild import RecurrentStandIn, given_states
 from keras_rnn.cells import cell
 from keras_rnn.structure import (
     Activation,
@@ -252,6 +252,7 @@ class UnrolledRecurrent(RecurrentStandIn):
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
         inputs = self.with_known_shape(inputs)
+        initial_state = given_states(initial_state)
         states = self.kept_states()
         if not states:
             return run_recurrent(self.description, inputs, mask, initial_state,

@@ -59,11 +59,11 @@ class GraphBuilder:
         The graph means the same in every ONNX runtime: nothing depends on how a runtime reads
         `sequence_lens` (only a speed hint here) or runs `direction="reverse"` (never used):
         runtimes differ there (the reference evaluator ignores `sequence_lens`, OpenVINO too
-        with dynamic shapes, tract runs "reverse" forwards). A
-        backwards direction runs forwards over the steps in reverse order (its unmasked steps,
-        with a mask: `PaddingMask.compact`); a masked layer's final state is its output at each
-        row's last unmasked step, and an LSTM's final cell state is recomputed from the gates
-        (`_final_cell_state`).
+        with dynamic shapes, tract runs "reverse" forwards). A backwards direction runs
+        forwards over the steps in reverse order (its unmasked steps, with a mask:
+        `PaddingMask.compact`); a masked layer's final state is its output at each row's last
+        unmasked step, and an LSTM's final cell state is recomputed from the gates
+        (`_cell_states`).
 
         Args:
             layer: a `Recurrent` or `Bidirectional` description.

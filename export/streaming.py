@@ -130,12 +130,13 @@ def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
     if unknown or set(context_inputs) >= set(names):
         raise ValueError(f"context_inputs must name some of the model's inputs {names}, not "
                          f"all of them; got {sorted(context_inputs)}.")
-    streamed = _streamed_calls(model, set(context_inputs))
+    calls_of, operations = _streamed_calls(model, set(context_inputs))
     blockers, layout = [], []
     for layer in all_layers(model):
         kind = type(layer).__name__
         description = describe_recurrent(layer)
-        calls = streamed.get(id(layer), [])
+        calls = calls_of.get(id(layer), [])
+        stepwise = _stepwise_kind(layer) in STEPWISE
         if calls and not any(any(call) for call in calls):  # reads the context inputs only
             if description is not None:
                 blockers.append(f"{layer.name!r} ({kind}) runs over context inputs alone: "
@@ -152,14 +153,14 @@ def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
         elif kind in ATTENDING and calls and all(
                 not any(call[1:]) and not call.causal for call in calls):
             continue  # a streamed query over the context
-        elif _stepwise_kind(layer) in STEPWISE and not _on_last_axis(layer):
+        elif stepwise and not _on_last_axis(layer):
             blockers.append(f"{layer.name!r} ({kind} on axis {getattr(layer, 'axis', None)}) "
                             "works across the time axis, not on each step")
-        elif _stepwise_kind(layer) not in STEPWISE:
+        elif not stepwise:
             blockers.append(f"{layer.name!r} ({kind}) is not one of the layers that act on each "
                             "step alone, so its output may read other steps")
     blockers += [f"the operation {kind!r} on a streamed tensor may read other steps (only "
-                 "element-wise operations stream)" for kind in sorted(streamed.get("ops", ()))]
+                 "element-wise operations stream)" for kind in sorted(operations)]
     if blockers:
         raise UnsupportedModelError(
             f"Model {model.name!r} cannot be streamed step by step: {'; '.join(blockers)}. "
@@ -193,9 +194,9 @@ class _Call(tuple):
 
 
 def _streamed_calls(model, context: set) -> dict:
-    """{id(layer): [a _Call per call of the layer in `model`]} and under "ops" the kinds of
-    non-element-wise operations on streamed tensors, from the model's graph walked back from
-    its outputs (every node reachable in this model, none of other models sharing a layer)."""
+    """`({id(layer): [a _Call per call of the layer in model]}, {the kinds of non-element-wise
+    operations on streamed tensors})`, from the model's graph walked back from its outputs
+    (every node reachable in this model, none of other models sharing a layer)."""
     inputs, outputs = model_inputs_outputs(model)
     input_names = dict(zip(map(id, inputs), [name for name, _, _ in input_specs(model)]))
     memo, calls, ops = {}, {}, set()
@@ -220,8 +221,7 @@ def _streamed_calls(model, context: set) -> dict:
 
     for tensor in outputs:
         streamed(tensor)
-    calls["ops"] = ops
-    return calls
+    return calls, ops
 
 
 def _stepwise_kind(layer) -> str:

@@ -83,7 +83,7 @@ class PaddingMask:
         position = graph.node("Range", [self._int(0), self.time, self._int(1)])
         rank = (graph.node("Add", [position, self._int(1)]) if backward
                 else graph.node("Sub", [self.time, position]))
-        rank = graph.node("Unsqueeze", [rank, graph.constant("axes", np.array([1], np.int64))])
+        rank = graph.node("Unsqueeze", [rank, graph.axes(1)])
         key = graph.node("Cast", [graph.node("Mul", [self.steps, rank])], "order_key",
                          to=onnx.TensorProto.FLOAT)
         count = graph.node("Reshape", [self.time64, graph.constant("shape", np.array([1], np.int64))])
@@ -104,7 +104,7 @@ class PaddingMask:
         result has the shape of `like` (default: of `values`)."""
         graph = self.graph
         expanded = graph.node("Expand", [
-            graph.node("Unsqueeze", [index, graph.constant("axes", np.array([2], np.int64))]),
+            graph.node("Unsqueeze", [index, graph.axes(2)]),
             graph.node("Shape", [like or values])])
         return graph.node("GatherElements", [values, expanded], "gathered", axis=0)
 
@@ -117,7 +117,7 @@ class PaddingMask:
         graph = self.graph
         index, exists = self.backward if backward else self.forward
         keep = self.valid if zero_output else exists
-        keep = graph.node("Unsqueeze", [keep, graph.constant("axes", np.array([2], np.int64))])
+        keep = graph.node("Unsqueeze", [keep, graph.axes(2)])
         return graph.node("Where", [keep, self._gather_steps(outputs, index),
                                     graph.constant("zero", np.array(0, np.float32))], "masked")
 
@@ -126,21 +126,21 @@ class PaddingMask:
         """(1, batch): each row's last unmasked step in processing order (0 for a row with none)."""
         graph = self.graph
         last = graph.node("Max", [graph.node("Sub", [self.lengths, self._int(1)]), self._int(0)])
-        return graph.node("Unsqueeze", [last, graph.constant("axes", np.array([0], np.int64))])
+        return graph.node("Unsqueeze", [last, graph.axes(0)])
 
     @cached_property
     def empty(self) -> str:
         """(batch, 1) bool: the row has no unmasked step."""
         graph = self.graph
         return graph.node("Unsqueeze", [graph.node("Equal", [self.lengths, self._int(0)]),
-                                        graph.constant("axes", np.array([1], np.int64))])
+                                        graph.axes(1)])
 
     def last_step(self, outputs: str, initial: str | None = None) -> str:
         """(batch, units): the operator's output at each row's last unmasked step; `initial`
         (zeros if None) for a row with none, as Keras keeps the initial state there."""
         graph = self.graph
-        first = graph.node("Slice", [outputs, self._int([0]), self._int([1]), self._int([0])])
+        first = graph.time_range(outputs, 0, 1)
         last = graph.node("Squeeze", [self._gather_steps(outputs, self.last_index, like=first),
-                                      graph.constant("axes", np.array([0], np.int64))], "last")
+                                      graph.axes(0)], "last")
         return graph.node("Where", [self.empty, initial or graph.constant(
             "zero", np.array(0, np.float32)), last], "final_state")

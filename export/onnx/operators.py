@@ -107,7 +107,7 @@ class GraphBuilder:
                 sequence = mask.compact(values, backward=backward)
             else:
                 sequence = self.reverse_time(values) if backward else values
-            inputs, attributes = self.operator_inputs(layer.name, [direction], sequence, "forward")
+            inputs, attributes = self.operator_inputs(direction, sequence)
             # sequence_lens, with a mask: a hint that lets ONNX Runtime skip each row's padding
             # (1.1-1.25x faster at batch 1); a runtime that ignores it computes outputs past
             # each row's length, which nothing reads, so the answer is the same either way
@@ -121,8 +121,7 @@ class GraphBuilder:
                     outputs = self.where_nan(any_nan, outputs, axis=1)
             else:
                 # (time, batch, units), in processing order
-                steps = self.node("Squeeze", [results[0], self.constant(
-                    "axes", np.array([1], np.int64))], "direction")
+                steps = self.node("Squeeze", [results[0], self.axes(1)], "direction")
                 if mask is not None:  # back to each step's own position, in input order
                     outputs = mask.restore(steps, backward=backward,
                                            zero_output=direction.zero_output_for_mask)
@@ -166,18 +165,14 @@ class GraphBuilder:
 
         W, R, B = onnx_weights(layer)  # ONNX gate order i, o, f, c
         units = layer.units
-        zeros = self.node("ConstantOfShape", [self.node("Shape", [self.node("Slice", [
-            steps, self.constant("starts", np.array([0], np.int64)),
-            self.constant("ends", np.array([1], np.int64)),
-            self.constant("axes", np.array([0], np.int64))])])], "zeros",
-            value=onnx.helper.make_tensor("zero", onnx.TensorProto.FLOAT, [1], [0.0]))
-        first_h = zeros if not given else self.node("Unsqueeze", [given[0], self.constant(
-            "axes", np.array([0], np.int64))])
-        first_c = zeros if len(given) < 2 else self.node("Unsqueeze", [given[1], self.constant(
-            "axes", np.array([0], np.int64))])
-        earlier = self.node("Slice", [steps, self.constant("starts", np.array([0], np.int64)),
-                                      self.constant("ends", np.array([-1], np.int64)),
-                                      self.constant("axes", np.array([0], np.int64))])
+        if given:  # (h, c)
+            first_h, first_c = self.node("Unsqueeze", [given[0], self.axes(0)]), given[1]
+        else:
+            first_h = self.node("ConstantOfShape", [self.node("Shape", [
+                self.time_range(steps, 0, 1)])], "zeros", value=onnx.helper.make_tensor(
+                    "zero", onnx.TensorProto.FLOAT, [1], [0.0]))  # (1, batch, units)
+            first_c = self.node("Squeeze", [first_h, self.axes(0)], "zero_c")
+        earlier = self.time_range(steps, 0, -1)
         previous = self.node("Concat", [first_h, earlier], "previous_h", axis=0)
         gates = self.node("Add", [
             self.node("MatMul", [sequence, self.constant("W_t", np.ascontiguousarray(W.T))]),
@@ -200,10 +195,14 @@ class GraphBuilder:
              onnx.helper.make_tensor_value_info(f"{name}/update", onnx.TensorProto.FLOAT, None)],
             [onnx.helper.make_tensor_value_info(f"{name}/next", onnx.TensorProto.FLOAT, None),
              onnx.helper.make_tensor_value_info(f"{name}/out", onnx.TensorProto.FLOAT, None)])
-        first_c = self.node("Squeeze", [first_c, self.constant("axes", np.array([0], np.int64))])
         _, cells = self.node("Scan", [first_c, f, update], "cell_states", outputs=2, body=body,
                              num_scan_inputs=2)
         return cells
+
+    def time_range(self, values: str, start: int, end: int) -> str:
+        """values[start:end] along the first (time) axis."""
+        return self.node("Slice", [values, self.constant("starts", np.array([start], np.int64)),
+                                   self.constant("ends", np.array([end], np.int64)), self.axes(0)])
 
     def axes(self, *axes: int) -> str:
         """An int64 axes constant (Squeeze, Unsqueeze, Slice inputs)."""
@@ -220,7 +219,7 @@ class GraphBuilder:
 
     def reduce_max(self, values: str, axis: int, *, keepdims: int) -> str:
         if self.opset >= 18:
-            return self.node("ReduceMax", [values, self.constant("axes", np.array([axis], np.int64))],
+            return self.node("ReduceMax", [values, self.axes(axis)],
                              keepdims=keepdims)
         return self.node("ReduceMax", [values], axes=[axis], keepdims=keepdims)
 
@@ -236,7 +235,7 @@ class GraphBuilder:
         return steps
 
     def where_nan(self, condition: str, values: str, *, axis: int) -> str:
-        condition = self.node("Unsqueeze", [condition, self.constant("axes", np.array([axis], np.int64))])
+        condition = self.node("Unsqueeze", [condition, self.axes(axis)])
         return self.node("Where", [condition, self.constant("nan", np.array(np.nan, np.float32)),
                                    values], "nan_carried")
 
@@ -257,7 +256,7 @@ class GraphBuilder:
     def reverse_time(self, values: str) -> str:
         return self.node("Slice", [values, self.constant("starts", np.array([-1], np.int64)),
                                    self.constant("ends", np.array([np.iinfo(np.int64).min], np.int64)),
-                                   self.constant("axes", np.array([0], np.int64)),
+                                   self.axes(0),
                                    self.constant("steps", np.array([-1], np.int64))], "reversed")
 
     def merge(self, mode: str, forward: str, backward: str) -> str:
@@ -271,25 +270,24 @@ class GraphBuilder:
             return total
         return self.node("Mul", [total, self.constant("half", np.array(0.5, np.float32))], "average")
 
-    def operator_inputs(self, name: str, directions, values: str, direction_name: str):
-        """The inputs X, W, R, B and the attributes of one RNN/LSTM/GRU node."""
-        first = directions[0]  # every activation keras_rnn.structure accepts has an entry
-        W, R, B = zip(*(onnx_weights(direction) for direction in directions))
-        kind = cell(first.cell)
-        # Keras activations in the operator's slots (f, g, h per direction)
-        names = [getattr(direction, attribute) for direction in directions
-                 for attribute in kind.onnx_activations]
+    def operator_inputs(self, layer, values: str):
+        """The inputs X, W, R, B and the attributes of one forward RNN/LSTM/GRU node for a
+        `Recurrent` description (every activation keras_rnn.structure accepts has an entry)."""
+        W, R, B = onnx_weights(layer)
+        kind = cell(layer.cell)
+        # Keras activations in the operator's slots (f, g, h)
+        names = [getattr(layer, attribute) for attribute in kind.onnx_activations]
         activations = [ONNX_ACTIVATIONS[name][0] for name in names]
         # activation_alpha/beta are consumed in order by the activations that take them
         scales = [ONNX_ACTIVATIONS[name][1] for name in names if ONNX_ACTIVATIONS[name][1]]
-        attributes = dict(hidden_size=first.units, direction=direction_name,
-                          activations=activations)
+        attributes = dict(hidden_size=layer.units, direction="forward", activations=activations)
         if scales:
             attributes["activation_alpha"] = [alpha for alpha, _ in scales]
             attributes["activation_beta"] = [beta for _, beta in scales]
-        attributes.update(kind.onnx_attributes(first))
-        inputs = [values, self.constant("W", np.stack(W)), self.constant("R", np.stack(R)),
-                  self.constant("B", np.stack(B))]
+        attributes.update(kind.onnx_attributes(layer))
+        # (one direction: the operator's leading num_directions axis is 1)
+        inputs = [values, self.constant("W", W[None]), self.constant("R", R[None]),
+                  self.constant("B", B[None])]
         return inputs, attributes
 
 

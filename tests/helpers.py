@@ -3,6 +3,15 @@
 import numpy as np
 
 CELLS = ("simple_rnn", "lstm", "gru")
+
+
+def first_fast(values):
+    """`values` for `pytest.mark.parametrize` with every case after the first marked slow: the
+    fast tier (`pytest -m "not slow"`) checks one case of a concern, the full suite all."""
+    import pytest
+
+    return [value if index == 0 else pytest.param(value, marks=pytest.mark.slow)
+            for index, value in enumerate(values)]
 SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict(bidirectional=True)}
 INPUTS = {"one_hot": dict(), "embedding_mask": dict(inputs="embedding", embedding_dim=4,
                                                      mask_zero=True)}

@@ -35,6 +35,7 @@ def test_hihello_with_dense_head_says_ihello_within_50_steps(hihello_results, ce
     assert result["first_correct"] is not None and result["first_correct"] <= 50
 
 
+@pytest.mark.slow
 def test_hihello_logits_variant_reports_what_it_reaches():
     import hihello
 
@@ -52,6 +53,7 @@ def test_char_sequence_reproduces_the_sentence(char_sequence_results, cell):
     assert result["prediction"] == datasets.CHAR_SEQUENCE[1:]
 
 
+@pytest.mark.slow
 def test_softmax_only_baseline_cannot_without_context():
     import char_sequence
 
@@ -106,6 +108,7 @@ def test_stock_csv_in_the_lecture_format(tmp_path):
         datasets.load_stock_csv(short)
 
 
+@pytest.mark.slow
 def test_seeded_training_is_deterministic():
     import hihello
 

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CELLS, INPUTS, SEQ_LEN, SHAPES, assert_outputs_close, lecture_model
+from helpers import (
+    CELLS,
+    INPUTS,
+    SEQ_LEN,
+    SHAPES,
+    assert_outputs_close,
+    first_fast,
+    lecture_model,
+)
 
 from export import export_onnx, export_tflite, verify, vocabulary_metadata
 from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
@@ -18,7 +26,7 @@ from keras_rnn.structure import UnsupportedModelError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("inputs", INPUTS)
+@pytest.mark.parametrize("inputs", first_fast(sorted(INPUTS)))  # (embedding_mask first)
 @pytest.mark.parametrize("shape", [  # the fast tier keeps one layer; stacks in the full suite
     shape if shape == "single" else pytest.param(shape, marks=pytest.mark.slow)
     for shape in SHAPES])
@@ -78,6 +86,7 @@ def test_lecture_inputs_with_padding_in_the_middle_of_a_batch(tmp_path):
                          TFLITE_TOLERANCE)
 
 
+@pytest.mark.slow
 def test_functional_models_export_including_branches_and_merges(tmp_path):
     import keras
 

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
+from helpers import CELLS, first_fast
 
 from keras_rnn import RNNConfig, build_model
-
-CELLS = ("simple_rnn", "lstm", "gru")
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -79,6 +78,7 @@ def test_unknown_keyword_is_a_type_error():
         build_model(hiden_size=3)
 
 
+@pytest.mark.slow
 def test_train_passes_callbacks_and_validation_data_to_fit():
     import keras
 
@@ -105,7 +105,7 @@ def test_train_passes_callbacks_and_validation_data_to_fit():
     dict(inputs="ids", mask_zero=True, return_sequences=False, output_size=2),
     dict(inputs="embedding", embedding_dim=3, bidirectional=True, num_layers=2, dropout=0.1),
 ])
-@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("cell", first_fast(CELLS))
 def test_models_survive_a_keras_save_and_export_from_the_loaded_file(tmp_path, cell, options):
     import keras
 

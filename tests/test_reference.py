@@ -24,7 +24,7 @@ def _layer(cell, units, **options):
 
 @pytest.mark.parametrize("cell", CELLS + ("gru_reset_before",))
 @pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("length", [1, 7, 200])
+@pytest.mark.parametrize("length", [1, 7, pytest.param(200, marks=pytest.mark.slow)])
 def test_layer_outputs_and_final_states_match_keras(cell, batch, length):
     import keras
 

@@ -141,6 +141,7 @@ def test_runtime_and_verify_on_stateful_files(exported, file_format):
     assert len(report.cases) >= 2 * CALLS  # consecutive calls, given and held out
 
 
+@pytest.mark.slow
 def test_verify_fails_a_file_whose_state_is_frozen(exported, tmp_path):
     """The same weights without stateful=True: what a converter that freezes the state writes
     (each call from zeros). Right on the first call, wrong from the second: FAIL."""
@@ -189,6 +190,7 @@ def test_stateful_refusals(exported, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_the_while_form_keeps_the_state_too(tmp_path):
     """The converter's WHILE loop over Keras's own stateful layer (no stand-in)."""
     model = _stateful_model()
@@ -198,6 +200,7 @@ def test_the_while_form_keeps_the_state_too(tmp_path):
         str(report)
 
 
+@pytest.mark.slow
 def test_stateful_layers_with_return_state_and_a_given_initial_state(tmp_path):
     """A stateful encoder returning its states into a stateful decoder called with
     initial_state=: Keras starts the decoder from the given state on every call (its kept

@@ -1,13 +1,14 @@
 """python -m export MODEL.keras --to tflite onnx [--quantize dynamic] [--seq-len N] [--out DIR]
-[--verify] [--step]
+[--verify] [--step] [--trust-python-layers] [--custom-objects MODULE ...]
 
 Exports a saved Keras RNN model and prints a parity table. The files are named from `--out`
 and the model file's stem alone: `DIR/STEM.tflite`, `DIR/STEM.QUANTIZE.tflite`, `DIR/STEM.onnx`,
 or with `--step` the streaming step models `DIR/STEM.step.tflite` / `DIR/STEM.step.onnx`; what is
 written is chosen by the options, never by the model file's name.
 
-Exit codes: 0 success, 1 a file failed verification, 2 bad input (missing or corrupt model,
-unwritable output, unsupported model), 128 + N when stopped by signal N (SIGINT, SIGTERM,
+Exit codes: 0 success, 1 a file failed verification, 2 a refusal, printed as one line with
+no traceback (missing or corrupt model, unwritable output, a model or option no export
+writes, a converter's own error), 128 + N when stopped by signal N (SIGINT, SIGTERM,
 SIGHUP). Files are written and verified in a private folder inside `--out` and reach their
 names only when every one of them passed: on any error or stop, no file of this run is left
 behind and the files an earlier run wrote there are kept.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -71,7 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", nargs="+", choices=tuple(FORMATS), default=list(FORMATS))
     parser.add_argument("--quantize", nargs="+", default=["none"],
                         choices=tuple("none" if mode is None else mode for mode in QUANTIZE_MODES),
-                        help="TFLite variants (default: none = float32)")
+                        help="variants to write (default: none = float32): dynamic for "
+                        "both formats (ONNX: models with LSTM layers), float16 and int8 for "
+                        "TFLite")
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
     parser.add_argument("--batch-size", type=int, default=None,
@@ -94,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--trust-python-layers", action="store_true",
                         help="load a .keras file that holds Python code (Lambda layers): only "
                         "for files you wrote or trust, since loading runs that code")
+    parser.add_argument("--custom-objects", nargs="+", default=[], metavar="MODULE",
+                        help="import these modules (dotted names importable from the current "
+                        "directory, or .py files) before loading, so that the custom layers "
+                        "and cells they register with @keras.saving.register_keras_serializable "
+                        "are known: runs their code, so only for modules you trust")
     return parser
 
 
@@ -125,6 +134,11 @@ def _main(args) -> int:
     except (ValueError, OSError) as error:
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
+        return 2
+    except Exception as error:  # a library's own exception: still one line, no traceback
+        lines = str(error).strip().splitlines()
+        print(f"error: {type(error).__name__}: {lines[0] if lines else 'no message'}",
+              file=sys.stderr)
         return 2
     if args.verify:
         _print_parity(rows)
@@ -177,6 +191,7 @@ def _run(args):
             raise ValueError(f"--vocabulary {args.vocabulary!r}: "
                              f"{getattr(error, 'strerror', None) or error}") from None
 
+    _import_custom_objects(args.custom_objects)
     model = _load_model(model_path, trust_python_layers=args.trust_python_layers)
 
     from export.pipeline import export_and_verify
@@ -231,6 +246,29 @@ def _checked_calibration(label, data):
     return data
 
 
+def _import_custom_objects(modules) -> None:
+    """Imports each `--custom-objects` module (a dotted name or a .py file); what it registers
+    with `keras.saving.register_keras_serializable` is then known to `load_model`."""
+    import importlib
+    import importlib.util
+
+    for module in modules:
+        try:
+            if module.endswith(".py"):
+                if not Path(module).is_file():
+                    raise ValueError(f"{module!r} does not exist")
+                spec = importlib.util.spec_from_file_location(Path(module).stem, module)
+                imported = importlib.util.module_from_spec(spec)
+                sys.modules[spec.name] = imported
+                spec.loader.exec_module(imported)
+            else:
+                importlib.import_module(module)
+        except Exception as error:  # the module's own code raised
+            lines = str(error).strip().splitlines()
+            raise ValueError(f"--custom-objects {module!r} could not be imported "
+                             f"({type(error).__name__}: {lines[0] if lines else ''}).") from None
+
+
 def _load_model(model_path: Path, *, trust_python_layers: bool):
     import zipfile
 
@@ -256,6 +294,12 @@ def _load_model(model_path: Path, *, trust_python_layers: bool):
                 f"{str(model_path)!r} holds Python code (a Lambda layer or similar), which is "
                 "not loaded by default because loading runs it. If you wrote the file or "
                 "trust it, add --trust-python-layers.") from None
+        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", text)
+        if unknown:
+            raise ValueError(
+                f"{str(model_path)!r} uses {unknown.group(1)!r}, which is not registered here: "
+                "pass --custom-objects MODULE, the module that defines it with "
+                "@keras.saving.register_keras_serializable().") from None
         first_line = text.strip().splitlines()[0] if text.strip() else "corrupt file"
         raise ValueError(
             f"Cannot load {str(model_path)!r} as a Keras model: the archive is damaged or was "

@@ -62,7 +62,8 @@ def export_and_verify(
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
     Args:
-        quantize: TFLite variants to write: None (float32), "dynamic", "float16", "int8".
+        quantize: variants to write: None (float32), "dynamic" (both formats), "float16",
+            "int8" (TFLite); each format writes the ones it offers (`export.formats`).
             int8 calibrates on `inputs`, which it then needs.
         batch_size: the TFLite batch (default 1, or a stateful model's own batch).
         seq_len: the TFLite sequence length (default: the model's, or the inputs' length).

@@ -45,12 +45,12 @@ from pathlib import Path
 
 from export._files import check_writable, write_atomic
 from export.model.layers import all_layers, describe_recurrent
-from export.model.rebuild import clone_with
+from export.model.rebuild import clone_with, for_export
 from export.model.signature import as_list, input_specs, output_names
 from export.model.state import state_labels, states_by_layer
 from export.onnx.splice import RecurrentMarker
 from export.runtime import state_input_name, state_output_name
-from export.tflite.forms import UnrolledRecurrent
+from export.tflite.forms import UnrolledRecurrent, unrolled_stand_in
 from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import (
     Bidirectional,
@@ -65,6 +65,7 @@ import keras  # noqa: E402  (the graph walk below tells layers from operations)
 STATES_METADATA = "step_states"  # JSON [[layer name, units], ...] in state order
 
 
+@for_export
 def export_step(model, path, *, batch_size: int = 1, metadata: dict | None = None,
                 opset: int | None = None, context_inputs=()) -> Path:
     """Writes the step model of `model` to `path` (`.tflite` or `.onnx`, by its suffix).
@@ -146,6 +147,9 @@ def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
                 isinstance(description, Recurrent) and description.go_backwards):
             blockers.append(f"{layer.name!r} ({kind}) reads the sequence backwards, so its "
                             "output at a step depends on steps not yet seen")
+        elif isinstance(description, Recurrent) and len(calls) > 1:
+            blockers.append(f"{layer.name!r} ({kind}) is called {len(calls)} times (a shared "
+                            "layer), and a step model keeps one state per layer")
         elif isinstance(description, Recurrent):
             layout += state_labels(layer.name, description)
         elif description is not None:
@@ -282,10 +286,12 @@ class _Channel:
         self.given, self.final = {}, {}
 
 
-def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inputs=()):
+def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inputs=(),
+                   whole=None):
     """The step as a Python function of TF ops over (one step of each input, then the
     states): the rebuilt graph run on a sequence of one step (the context inputs whole).
-    `stand_in(original, description)` makes each recurrent layer's step stand-in."""
+    `stand_in(original, description)` makes each recurrent layer's step stand-in, `whole` the
+    whole-sequence one of a recurrent layer inside TimeDistributed (run within one step)."""
     import tensorflow as tf
 
     channel = _Channel()
@@ -295,7 +301,7 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inpu
         layer.channel = channel
         return layer
 
-    graph = clone_with(model, with_channel, batched_dense=batched_dense)
+    graph = clone_with(model, with_channel, batched_dense=batched_dense, time_distributed=whole)
     whole = [name in context_inputs for name, _, _ in input_specs(model)]
     input_count = len(whole)
     names = output_names(model)
@@ -330,6 +336,7 @@ def _step_specs(model, layout, batch, context_inputs=()):
     return specs
 
 
+@for_export
 def graph_step_tflite(model, *, batch_size: int, metadata: dict | None,
                       context_inputs=()) -> bytes:
     """The builtin-only `.tflite` step model of a graph that streams (see the module)."""
@@ -343,13 +350,15 @@ def graph_step_tflite(model, *, batch_size: int, metadata: dict | None,
             raise ValueError(f"Input {spec.name!r} has shape {tuple(spec.shape)} in the step "
                              "model: a .tflite file needs every axis but the batch fixed.")
     step = _step_function(model, layout, UnrolledStep, batched_dense=False,
-                          context_inputs=context_inputs)
+                          context_inputs=context_inputs, whole=unrolled_stand_in)
     names = output_names(model) + [state_output_name(i) for i in range(len(layout))]
     flatbuffer = convert(frozen_converter(freeze(step, specs), specs, names),
                          [layer.name for layer in all_layers(model)])
-    return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)})
+    return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)},
+                        io_names=([spec.name for spec in specs], names))
 
 
+@for_export
 def graph_step_onnx(model, *, opset: int, metadata: dict | None, context_inputs=()):
     """The ONNX step model of a graph that streams, each recurrent layer its native operator
     run for one step from `state_N` (dynamic batch)."""
@@ -362,7 +371,7 @@ def graph_step_onnx(model, *, opset: int, metadata: dict | None, context_inputs=
     markers = {}
     stand_in = marker_maker(markers, MarkerStep)
     step = _step_function(model, layout, stand_in, batched_dense=True,
-                          context_inputs=context_inputs)
+                          context_inputs=context_inputs, whole=marker_maker(markers))
     # loops kept as loops, as tf2onnx's own loader freezes them
     frozen = freeze(step, specs, lower_control_flow=False, aggressive_inlining=True)
     shapes = {name: (shape[:1] + shape[2:]) if len(shape) >= 3 else shape  # one step

@@ -53,6 +53,12 @@ def activation(name: str, x: np.ndarray) -> np.ndarray:
         return x
     if name == "hard_sigmoid":
         return np.clip(x / 6.0 + 0.5, 0.0, 1.0)
+    if name == "softsign":
+        return x / (1.0 + np.abs(x))
+    if name == "softplus":
+        return np.logaddexp(0.0, x)
+    if name == "elu":  # Keras's default alpha = 1
+        return np.where(x > 0, x, np.expm1(np.minimum(x, 0.0)))
     if name == "softmax":
         shifted = np.exp(x - x.max(axis=-1, keepdims=True))
         return shifted / shifted.sum(axis=-1, keepdims=True)

@@ -22,7 +22,10 @@ import numpy as np
 from keras_rnn.cells import cell_of
 from keras_rnn.models import CELLS  # noqa: F401  (defined by the lecture models; read here)
 
-RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid")
+# the recurrent activations written natively (every format has them); a recurrent layer with
+# another one gets the converter's own form in the exporters
+RNN_ACTIVATIONS = ("tanh", "sigmoid", "relu", "linear", "hard_sigmoid", "softsign", "softplus",
+                   "elu")
 HEAD_ACTIVATIONS = ("linear", "softmax", "sigmoid", "tanh", "relu")
 
 
@@ -86,11 +89,12 @@ class Bidirectional:
     name: str
     forward: Recurrent
     backward: Recurrent  # go_backwards=True; its outputs are flipped back to input order
-    merge_mode: str  # "concat", "sum", "ave" or "mul"
+    merge_mode: str | None  # "concat", "sum", "ave", "mul"; None: both directions returned
     return_sequences: bool
 
     @property
     def units(self) -> int:
+        """The units of each output (one output, or each direction's with merge_mode=None)."""
         return self.forward.units * (2 if self.merge_mode == "concat" else 1)
 
 
@@ -238,8 +242,9 @@ def _activation_name(function) -> str:
     return getattr(function, "__name__", str(function))
 
 
-def describe_layer(layer):
-    """One Keras layer's description, or None for layers that do nothing at inference."""
+def describe_layer(layer, *, merge_modes=("concat", "sum", "ave", "mul")):
+    """One Keras layer's description, or None for layers that do nothing at inference.
+    `merge_modes`: the Bidirectional merge modes taken (the exporters also take None)."""
     import keras
 
     kind = type(layer).__name__
@@ -256,10 +261,10 @@ def describe_layer(layer):
     if isinstance(layer, keras.layers.Bidirectional):
         forward = _describe_recurrent(layer.forward_layer)
         backward = _describe_recurrent(layer.backward_layer)
-        if layer.merge_mode not in ("concat", "sum", "ave", "mul"):
+        if layer.merge_mode not in merge_modes:
             raise UnsupportedModelError(
                 f"Bidirectional layer {layer.name!r} has merge_mode={layer.merge_mode!r}; "
-                "supported: 'concat', 'sum', 'ave', 'mul'."
+                f"supported: {', '.join(map(repr, merge_modes))}."
             )
         if forward.go_backwards or not backward.go_backwards:
             raise UnsupportedModelError(

@@ -12,6 +12,8 @@ def first_fast(values):
 
     return [value if index == 0 else pytest.param(value, marks=pytest.mark.slow)
             for index, value in enumerate(values)]
+
+
 SHAPES = {"single": dict(), "stacked": dict(num_layers=2), "bidirectional": dict(bidirectional=True)}
 INPUTS = {"one_hot": dict(), "embedding_mask": dict(inputs="embedding", embedding_dim=4,
                                                      mask_zero=True)}

@@ -40,6 +40,21 @@ class Case:
     inputs: np.ndarray  # (batch, steps[, features]) with its padding
 
 
+# Gate activations drawn for the recurrent slot: the bounded ones. An unbounded gate (linear,
+# relu, softplus, elu) makes the recurrence chaotic, so the float32 rounding of any two correct
+# implementations grows apart without bound (measured: a GRU with linear gates, seed 419,
+# outputs of 2e13 that ONNX Runtime and Keras compute 7e-5 of their scale apart). Those gates
+# are checked on fixed cases (tests/test_verify.py's runtime-claim test).
+BOUNDED_GATES = ("sigmoid", "hard_sigmoid", "tanh", "softsign")
+
+
+def _activation(rng, favoured: str, names=RNN_ACTIVATIONS) -> str:
+    """One of `names` (natively written recurrent activations): the slot's Keras default 60%
+    of the time, each other one equally often."""
+    others = [name for name in names if name != favoured]
+    return favoured if rng.random() < 0.6 else str(rng.choice(others))
+
+
 def random_case(seed: int) -> Case:
     """One random supported configuration and its inputs, reproducible from `seed`."""
     import keras
@@ -55,10 +70,10 @@ def random_case(seed: int) -> Case:
     head = str(rng.choice(HEADS))
     return_sequences = bool(rng.random() < 0.5)
     options = dict(use_bias=bool(rng.random() < 0.8),
-                   activation=str(rng.choice(RNN_ACTIVATIONS, p=[0.6, 0.1, 0.1, 0.1, 0.1])))
+                   activation=_activation(rng, favoured="tanh"))
     if cell_kind(cell).uses_recurrent_activation:
-        options["recurrent_activation"] = str(rng.choice(RNN_ACTIVATIONS,
-                                                         p=[0.1, 0.6, 0.1, 0.1, 0.1]))
+        options["recurrent_activation"] = _activation(rng, favoured="sigmoid",
+                                                      names=BOUNDED_GATES)
     if cell == "gru":
         options["reset_after"] = bool(rng.random() < 0.5)
     go_backwards = not bidirectional and bool(rng.random() < 0.2)

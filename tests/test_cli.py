@@ -127,3 +127,105 @@ def test_python_layers_load_only_when_the_user_trusts_them(tmp_path, capsys):
     printed = capsys.readouterr()
     assert code == 0 and "PASS" in printed.out, printed
     assert (tmp_path / "lambda.onnx").exists()
+
+
+CUSTOM_CELL_MODULE = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="cli_test")
+class ScaledCell(keras.layers.Layer):
+    """A custom recurrent cell (the converter's own loop form)."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.state_size = units
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(input_shape[-1], self.units), name="kernel")
+
+    def call(self, inputs, states):
+        output = keras.ops.tanh(keras.ops.matmul(inputs, self.kernel) + 0.5 * states[0])
+        return output, [output]
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+'''
+
+
+@pytest.fixture(scope="module")
+def refusal_files(tmp_path_factory):
+    """Model files for each way the command line refuses: its own checks, Keras's loading,
+    the user's module, the model itself."""
+    import importlib.util
+
+    import keras
+
+    directory = tmp_path_factory.mktemp("refusals")
+    (directory / "cells.py").write_text(CUSTOM_CELL_MODULE)
+    (directory / "broken.py").write_text("raise RuntimeError('the module itself fails')\n")
+    spec = importlib.util.spec_from_file_location("cli_test_cells", directory / "cells.py")
+    cells = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cells)
+    inputs = keras.Input((5, 3))
+    keras.Model(inputs, keras.layers.RNN(cells.ScaledCell(4))(inputs)).save(
+        directory / "custom.keras")
+    keras.saving.get_custom_objects().pop("cli_test>ScaledCell")  # as in a fresh process
+    gelu = keras.Model(inputs, keras.layers.GRU(4, activation="gelu", name="gelu_gru")(inputs))
+    gelu.save(directory / "gelu.keras")
+    keras.Sequential([keras.Input((4, 3)), keras.layers.GRU(2)]).save(directory / "plain.keras")
+    keras.Sequential([keras.Input((4, 3)), keras.layers.Bidirectional(
+        keras.layers.GRU(2), name="bidirectional")]).save(directory / "bidirectional.keras")
+    words = keras.Input((5,), dtype="string")
+    ids = keras.layers.StringLookup(vocabulary=["a", "b", "c"], name="lookup")(words)
+    keras.Model(words, keras.layers.GRU(2)(keras.layers.Embedding(5, 3)(ids))).save(
+        directory / "strings.keras")
+    (directory / "notes.txt").write_text("not a model")
+    (directory / "truncated.keras").write_bytes(b"PK\x03\x04 truncated zip")
+    return directory
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["missing.keras"], "does not exist"),
+    (["notes.txt"], "is not a .keras file"),
+    (["truncated.keras"], "is not a .keras archive"),
+    (["custom.keras", "--to", "onnx"], "uses 'ScaledCell', which is not registered here: "
+                                       "pass --custom-objects"),
+    (["custom.keras", "--custom-objects", "broken.py"],
+     "'broken.py' could not be imported \\(RuntimeError: the module itself fails\\)"),
+    (["custom.keras", "--custom-objects", "no_such_module_here"],
+     "could not be imported \\(ModuleNotFoundError"),
+    (["gelu.keras", "--to", "onnx"], "Erfc .*gelu_gru"),
+    (["strings.keras"], "are strings, read by \\['lookup'\\].*ship the vocabulary"),
+    (["plain.keras", "--batch-size", "0"], "--batch-size must be from 1"),
+    (["plain.keras", "--quantize", "int8"], "needs --calibration"),
+    (["bidirectional.keras", "--step"], "cannot be streamed step by step: 'bidirectional' "
+                                        "\\(Bidirectional\\) reads the sequence backwards"),
+])
+def test_every_refusal_is_one_line_and_exit_2_with_no_file(refusal_files, capsys, monkeypatch,
+                                                          arguments, message):
+    from export.__main__ import main
+
+    monkeypatch.chdir(refusal_files)
+    out = refusal_files / "out"
+    code = main([*arguments, "--out", str(out)])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2, (code, error)
+    assert len(error) == 1 and error[0].startswith("error:"), error
+    assert re.search(message, error[0]), error[0]
+    assert not any(out.rglob("*.tflite")) and not any(out.rglob("*.onnx"))
+
+
+def test_custom_objects_load_the_users_cells(refusal_files, capsys, monkeypatch):
+    """With the module that registers it, the custom cell loads and exports (the converter's
+    own loop form) and verifies."""
+    from export.__main__ import main
+
+    monkeypatch.chdir(refusal_files)
+    out = refusal_files / "custom_out"
+    code = main(["custom.keras", "--custom-objects", "cells.py", "--verify", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert printed.out.count("PASS") == 2 and "converter loop" in printed.out, printed.out
+    assert sorted(p.name for p in out.iterdir()) == ["custom.onnx", "custom.tflite"]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import assert_outputs_close
 
-from export.parity.tolerances import TFLITE_TOLERANCE
+from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
 
 ROOT = Path(__file__).resolve().parents[1]
 WHEELS = ROOT / ".ci" / "wheels"  # filled by .ci/run (pip download), so the test runs offline
@@ -22,6 +22,18 @@ def test_importing_the_runtime_loads_no_exporter_training_code_or_tensorflow():
     completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                cwd=ROOT, check=True)
     assert completed.stdout.strip() == "[]", completed.stdout
+
+
+def _fresh_venv_with(directory, extra: str):
+    """A new venv at `directory` with this project and its `extra` installed offline from
+    .ci/wheels and nothing else; returns its python."""
+    subprocess.run([sys.executable, "-m", "venv", str(directory)], check=True)
+    python = directory / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
+         str(WHEELS), f"{ROOT}[{extra}]"], capture_output=True, text=True, timeout=1200)
+    assert install.returncode == 0, install.stderr[-3000:]
+    return python
 
 
 @pytest.mark.skipif(not WHEELS.is_dir(), reason="no .ci/wheels: .ci/run downloads the runtime "
@@ -38,13 +50,7 @@ def test_runtime_extra_installs_alone_and_runs_exported_files(tmp_path):
     files = [export_tflite(model, tmp_path / "m.tflite"), export_onnx(model, tmp_path / "m.onnx")]
     np.save(tmp_path / "x.npy", x)
 
-    device = tmp_path / "device"
-    subprocess.run([sys.executable, "-m", "venv", str(device)], check=True)
-    python = device / "bin" / "python"
-    install = subprocess.run(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-index", "--find-links",
-         str(WHEELS), f"{ROOT}[runtime]"], capture_output=True, text=True, timeout=600)
-    assert install.returncode == 0, install.stderr[-3000:]
+    python = _fresh_venv_with(tmp_path / "device", "runtime")
     script = (
         "import sys, numpy as np\n"
         "from export.runtime import load\n"
@@ -61,6 +67,31 @@ def test_runtime_extra_installs_alone_and_runs_exported_files(tmp_path):
     expected = np.asarray(model(x))
     for path in files:  # the looser (TFLite) bound: see export.parity for its reason
         assert_outputs_close(path.name, np.load(f"{path}.out.npy"), expected, TFLITE_TOLERANCE)
+
+
+@pytest.mark.skipif(not WHEELS.is_dir(), reason="no .ci/wheels: .ci/run downloads the export "
+                    "extra's wheels there before the tests")
+@pytest.mark.slow
+def test_export_extra_installs_alone_and_writes_a_verified_onnx_file(tmp_path):
+    """`pip install keras-rnn[export]` and nothing else: export_onnx (tf2onnx included) writes
+    a file that verify passes, and ONNX Runtime gives the Keras model's answer."""
+    python = _fresh_venv_with(tmp_path / "venv", "export")
+    script = (
+        "import numpy as np, keras\n"
+        "from export import export_onnx, verify\n"
+        "from export.runtime import load\n"
+        "keras.utils.set_random_seed(2)\n"
+        "model = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4), "
+        "keras.layers.Dense(2)])\n"
+        "path = export_onnx(model, 'm.onnx')\n"
+        "x = np.random.default_rng(0).normal(size=(2, 5, 3)).astype(np.float32)\n"
+        "print(verify(model, path).passed)\n"
+        "print(float(np.max(np.abs(load(path).run(x) - np.asarray(model(x))))))\n")
+    completed = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                               cwd=tmp_path, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    passed, difference = completed.stdout.split()[-2:]
+    assert passed == "True" and float(difference) <= ONNX_TOLERANCE, completed.stdout
 
 
 def test_the_lecture_package_never_imports_the_exporter():

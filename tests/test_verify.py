@@ -271,7 +271,7 @@ def test_int8_refuses_bad_calibration_data_before_converting(tmp_path, hihello_r
     assert not list(tmp_path.iterdir())
 
 
-ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "hard_sigmoid")
+ACTIVATIONS = ("tanh", "relu", "linear", "sigmoid", "hard_sigmoid", "softsign", "softplus", "elu")
 
 
 @pytest.mark.parametrize(("cell", "activation", "slot"), [

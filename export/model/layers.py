@@ -9,6 +9,7 @@ from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import (
     Bidirectional,
     Stacked,
+    UnsupportedModelError,
     describe_layer,
     describe_stacked,
     is_builtin_recurrent,
@@ -20,17 +21,23 @@ import keras  # noqa: E402
 
 
 def describe_recurrent(layer):
-    """The `Recurrent`/`Bidirectional`/`Stacked` description of a built-in recurrent layer, or
-    None for any other layer (left to the converter)."""
+    """The `Recurrent`/`Bidirectional`/`Stacked` description of a built-in recurrent layer the
+    project writes in its native form, or None for any other layer, left to the converter's
+    own form: custom cells, and built-in layers with an option the native forms do not
+    write (an activation outside `keras_rnn.structure.RNN_ACTIVATIONS`)."""
     if isinstance(layer, keras.layers.Bidirectional):
-        if not (is_builtin_recurrent(layer.forward_layer)
-                and is_builtin_recurrent(layer.backward_layer)):
-            return None
-    elif is_stacked_builtin(layer):
-        return describe_stacked(layer)
-    elif not is_builtin_recurrent(layer):
+        native = (is_builtin_recurrent(layer.forward_layer)
+                  and is_builtin_recurrent(layer.backward_layer))
+    else:
+        native = is_stacked_builtin(layer) or is_builtin_recurrent(layer)
+    if not native:
         return None
-    return describe_layer(layer)
+    try:
+        if is_stacked_builtin(layer):
+            return describe_stacked(layer)
+        return describe_layer(layer, merge_modes=("concat", "sum", "ave", "mul", None))
+    except UnsupportedModelError:  # an option the native forms lack: the converter's form
+        return None
 
 
 def cell_runs(description) -> list:
@@ -48,17 +55,45 @@ def recurrent_forms(model, native: str) -> dict:
     own loop for the rest (custom cells, ConvLSTM)."""
     forms = {}
     for layer in all_layers(model):
+        if isinstance(layer, keras.layers.TimeDistributed):  # the layer it runs at each step
+            layer = layer.layer
+            if isinstance(layer, keras.Model) and is_graph_model(layer):
+                forms.update(recurrent_forms(layer, native))
+                continue
         if describe_recurrent(layer) is not None:
             forms[layer.name] = native
-        elif isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)) or \
-                "ConvLSTM" in type(layer).__name__:
+        elif _is_recurrent(layer):
             forms[layer.name] = "converter loop"
+        elif isinstance(layer, keras.Model):  # subclassed: its call is Python, traced whole
+            forms.update((inner.name, "converter loop") for inner in sublayers(layer)
+                         if _is_recurrent(inner))
     return forms
 
 
+def _is_recurrent(layer) -> bool:
+    return (isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))
+            or "ConvLSTM" in type(layer).__name__)
+
+
 def all_layers(model):
+    """The layers of `model`, nested functional and Sequential models flattened; a subclassed
+    model inside is one layer (its `call` is Python that no rebuild reaches: `sublayers`)."""
     for layer in model.layers:
-        if isinstance(layer, keras.Model):
+        if isinstance(layer, keras.Model) and is_graph_model(layer):
             yield from all_layers(layer)
         else:
             yield layer
+
+
+def is_graph_model(model) -> bool:
+    """True for a functional or Sequential model (a graph of layers), False for a subclassed
+    one (Python code)."""
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def sublayers(layer) -> list:
+    """Every layer inside `layer`, at any depth (cells and wrapped layers included)."""
+    return list(layer._flatten_layers(include_self=False, recursive=True))

@@ -20,9 +20,11 @@ as Keras computes it; masks flow between layers as Keras propagates them.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
-from export.model.layers import describe_recurrent
+from export.model.layers import describe_recurrent, is_graph_model
+from export.model.signature import exportable, float32_twin
 from export.model.state import state_sizes, state_variables
 from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import UnsupportedModelError
@@ -45,17 +47,29 @@ class RecurrentStandIn(keras.layers.Layer):
         # so the stand-in does not track them as its own)
         self.kept_states = functools.partial(state_variables, original)
 
+    @property
+    def output_count(self) -> int:
+        """The layer's outputs before its states: 2 for `Bidirectional(merge_mode=None)`,
+        which returns each direction's, else 1."""
+        return 2 if getattr(self.description, "merge_mode", "") is None else 1
+
     def _output_specs(self, batch, steps, *, with_states=None):
         """The outputs' specs: a list with the final states when `with_states` (default:
-        as the layer returns them), else the outputs alone."""
+        as the layer returns them), else the outputs alone (one, or a list of two)."""
         with_states = self.return_state if with_states is None else with_states
         units = self.description.units
         shape = (batch, steps, units) if self.return_sequences else (batch, units)
-        outputs = [keras.KerasTensor(shape, "float32")]
+        outputs = [keras.KerasTensor(shape, "float32") for _ in range(self.output_count)]
         if with_states:
             outputs += [keras.KerasTensor((batch, size), "float32")
                         for size in state_sizes(self.description)]
-        return outputs if with_states else outputs[0]
+        return outputs if with_states or len(outputs) > 1 else outputs[0]
+
+    def own_outputs(self, results: list):
+        """`[outputs..., states...]` as the layer returns them (see `_output_specs`)."""
+        if self.return_state or self.output_count > 1:
+            return results if self.return_state else results[:self.output_count]
+        return results[0]
 
     def compute_output_spec(self, inputs, mask=None, initial_state=None, training=None):
         self.known_input_shape = tuple(inputs.shape)  # for a trace that loses it
@@ -70,9 +84,10 @@ class RecurrentStandIn(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         output_mask = mask if self.return_sequences else None
+        masks = [output_mask] * self.output_count
         if self.return_state:
-            return [output_mask] + [None] * len(state_sizes(self.description))
-        return output_mask
+            return masks + [None] * len(state_sizes(self.description))
+        return masks if len(masks) > 1 else output_mask
 
 
 def given_states(initial_state) -> list | None:
@@ -83,15 +98,26 @@ def given_states(initial_state) -> list | None:
     return [initial_state]
 
 
-def clone_with(model, stand_in, *, batched_dense: bool = False):
+def clone_with(model, stand_in, *, batched_dense: bool = False, time_distributed=None):
     """`model` rebuilt with each built-in recurrent layer replaced by `stand_in(layer,
     description)`; every other layer is reused as is (its weights included), but for
-    `TimeDistributed`, which becomes one reshape around its inner layer (`FlatTimeDistributed`),
-    and with `batched_dense` (for ONNX), `Dense` (`BatchedDense`)."""
+    `TimeDistributed`, which becomes one reshape around its inner layer (`FlatTimeDistributed`;
+    recurrent layers inside it replaced by `time_distributed(layer, description)`, default
+    `stand_in`: a step model streams the outer time axis while they run whole sequences), and
+    with `batched_dense` (for ONNX), `Dense` (`BatchedDense`)."""
+    inner_stand_in = time_distributed or stand_in
+
     def clone_function(layer):
-        if isinstance(layer, keras.layers.TimeDistributed) and not getattr(
-                layer.layer, "_call_has_mask_arg", False):
-            return FlatTimeDistributed(layer)
+        if isinstance(layer, keras.layers.TimeDistributed):
+            inner = layer.layer
+            description = describe_recurrent(inner)
+            if description is not None:  # TimeDistributed(LSTM(...)): the stand-in inside
+                return FlatTimeDistributed(layer, inner_stand_in(inner, description))
+            if isinstance(inner, keras.Model) and is_graph_model(inner):  # an encoder model
+                return FlatTimeDistributed(layer, clone_with(inner, inner_stand_in,
+                                                             batched_dense=batched_dense))
+            if not getattr(inner, "_call_has_mask_arg", False):
+                return FlatTimeDistributed(layer)
         if (batched_dense and type(layer) is keras.layers.Dense
                 and getattr(layer, "quantization_mode", None) is None
                 and not getattr(layer, "lora_enabled", False)):
@@ -110,15 +136,61 @@ def clone_with(model, stand_in, *, batched_dense: bool = False):
         ) from error
 
 
+@contextlib.contextmanager
+def dropout_off(model):
+    """Traces `model` for inference with its recurrent cells' dropout rates at 0, restored
+    after. Keras's cells draw their dropout masks even at inference, where they go unused,
+    and drawing advances a seed generator's state: a traced graph would hold a variable
+    update that no converter takes ("AssignVariableOp was passed int64 ... incompatible with
+    expected resource"), in the WHILE form and inside TimeDistributed. Inference never
+    applies dropout, so the rates change nothing else."""
+    cells = [(layer, layer.dropout, layer.recurrent_dropout)
+             for layer in model._flatten_layers(include_self=True, recursive=True)
+             if hasattr(layer, "get_dropout_mask") and (layer.dropout or layer.recurrent_dropout)]
+    try:
+        for cell, _, _ in cells:
+            cell.dropout = cell.recurrent_dropout = 0.0
+        yield model
+    finally:
+        for cell, dropout, recurrent_dropout in cells:
+            cell.dropout, cell.recurrent_dropout = dropout, recurrent_dropout
+
+
+def for_export(function):
+    """The exporters' entry points, `function(model, ...)`, run on `exportable(model)` (a
+    subclassed model's functional view), computing in float32 (`float32_twin`), under
+    `dropout_off`."""
+    @functools.wraps(function)
+    def wrapper(model, *args, **kwargs):
+        try:
+            model = float32_twin(exportable(model))
+            with dropout_off(model):
+                return function(model, *args, **kwargs)
+        except (ValueError, TypeError, MemoryError):  # refusals and argument errors, as raised
+            raise
+        except Exception as error:  # TensorFlow's, Keras's or a converter's own exception
+            text = str(error).strip()
+            raise UnsupportedModelError(
+                f"Model {getattr(model, 'name', model)!r} could not be exported "
+                f"({type(error).__name__}: {text.splitlines()[0] if text else 'no message'})."
+            ) from error
+
+    return wrapper
+
+
 class FlatTimeDistributed(keras.layers.Layer):
     """`TimeDistributed(layer)` as Keras computes it for a static time axis, written as one
     reshape: (batch, time, ...) -> (batch * time, ...) -> the layer -> back. Keras itself
     runs a free time axis through `vectorized_map`, a while loop that tf2onnx converts
-    into a `Loop` with wrong shapes, and that would be slow anyway."""
+    into a `Loop` with wrong shapes, and a static one as one call per step (each recurrent
+    layer inside converted once per step, as a `Loop` in ONNX). `inner` is the layer to run:
+    the original's own, or its rebuilt form (a recurrent stand-in, a rebuilt encoder model).
+    A mask with the inner axes (ids masked per word, say) is flattened alike and handed to
+    an inner layer that takes one, as Keras hands each step its slice."""
 
-    def __init__(self, original):
+    def __init__(self, original, inner=None):
         super().__init__(name=original.name)
-        self.inner = original.layer
+        self.inner = original.layer if inner is None else inner
         self.original = original
         self.supports_masking = True
 
@@ -133,7 +205,11 @@ class FlatTimeDistributed(keras.layers.Layer):
         ops = keras.ops
         shape = ops.shape(inputs)
         flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[2:]))
-        outputs = self.inner(flat, training=False)
+        options = {}
+        if (mask is not None and len(mask.shape) > 2
+                and getattr(self.original.layer, "_call_has_mask_arg", False)):
+            options["mask"] = ops.reshape(mask, (-1,) + tuple(mask.shape[2:]))
+        outputs = self.inner(flat, training=False, **options)
         return ops.reshape(outputs, (shape[0], shape[1]) + tuple(outputs.shape[1:]))
 
 

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from export._files import check_writable, write_atomic
 from export.model.layers import recurrent_forms
-from export.model.rebuild import clone_with
+from export.model.rebuild import clone_with, for_export
 from export.model.signature import check_exportable, frozen_inference, input_specs, output_names
 from export.model.state import state_layout, states_by_layer
+from export.onnx.quantize import check_quantize, quantized
 from export.onnx.splice import (
     MARKER_DOMAIN,
     MARKER_OP,
@@ -41,7 +42,8 @@ MIN_OPSET = 14  # Softmax over the last axis alone, ReduceSum with axes as an in
 MAX_OPSET = 21  # the newest opset checked against onnxruntime 1.31 here
 
 
-def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None) -> Path:
+def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None,
+                quantize: str | None = None) -> Path:
     """Exports a Keras RNN model to an ONNX file that ONNX Runtime runs.
 
     Args:
@@ -51,17 +53,21 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | Non
         opset: ONNX opset, from 14 to 21.
         metadata: string key/values stored in `metadata_props` (e.g. the vocabulary, see
             `export.metadata`), readable by any ONNX runtime.
+        quantize: None (float32) or "dynamic": int8 weights through ONNX Runtime's own
+            quantizer (`export.onnx.quantize`; models with LSTM layers; ONNX Runtime only).
 
     Returns:
         The written path. A model with one input and one output has `inputs` /
         `outputs`; otherwise the model's own input and output names. Batch and time axes
         are dynamic wherever the model allows.
     """
+    check_quantize(quantize)
     path = check_writable(path, suffix=".onnx")
-    proto = build_onnx(model, opset=opset, metadata=metadata)
+    proto = quantized(build_onnx(model, opset=opset, metadata=metadata), quantize)
     return write_atomic(path, proto.SerializeToString())
 
 
+@for_export
 def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = None):
     """The ONNX `ModelProto` for `model`, checked with `onnx.checker` (full check)."""
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
@@ -207,7 +213,7 @@ def _refuse_unknown_ops(proto) -> None:
     convert) are refused together, each with the node it came from."""
     import onnx
 
-    unknown = [f"{node.op_type} (from {node.name})" for node in proto.graph.node
+    unknown = [f"{node.op_type} (from {node.name})" for node in _all_nodes(proto.graph)
                if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type)]
     if unknown:
         numpy_function = any("PyFunc" in item for item in unknown)
@@ -215,6 +221,15 @@ def _refuse_unknown_ops(proto) -> None:
             f"These ops have no ONNX form: {', '.join(unknown)}."
             + (" A tf.numpy_function/py_function runs Python, which no ONNX runtime can."
                if numpy_function else ""))
+
+
+def _all_nodes(graph):
+    """The graph's nodes and those of its subgraphs (the bodies of Loop, Scan and If)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else attribute.graphs:
+                yield from _all_nodes(subgraph)
 
 
 def _name_inputs(proto, names) -> None:

@@ -14,11 +14,13 @@ from keras_rnn.structure import (
     UnsupportedModelError,
 )
 
-# Keras activation -> the ONNX recurrent operators' activation, with its (alpha, beta) when it
-# takes them. Keras 3's hard_sigmoid is clip(x / 6 + 0.5, 0, 1); linear is Affine(1, 0).
+# Keras activation -> the ONNX recurrent operators' activation, with its (alpha[, beta]) when it
+# takes them. Keras 3's hard_sigmoid is clip(x / 6 + 0.5, 0, 1); linear is Affine(1, 0); elu
+# as a layer's activation string has alpha 1.
 ONNX_ACTIVATIONS = {"tanh": ("Tanh", None), "sigmoid": ("Sigmoid", None),
                      "relu": ("Relu", None), "hard_sigmoid": ("HardSigmoid", (1 / 6, 0.5)),
-                     "linear": ("Affine", (1.0, 0.0))}
+                     "linear": ("Affine", (1.0, 0.0)), "softsign": ("Softsign", None),
+                     "softplus": ("Softplus", None), "elu": ("Elu", (1.0,))}
 
 
 class GraphBuilder:
@@ -88,8 +90,6 @@ class GraphBuilder:
                 values = self.recurrent(inner, values, mask, nan_checks=nan_checks)
             return values
         directions = [layer.forward, layer.backward] if isinstance(layer, Bidirectional) else [layer]
-        kind = cell(directions[0].cell)
-        per_state = kind.state_count()
         # ONNX Runtime's recurrent kernels clip their activations' inputs, which turns NaN into
         # finite numbers; Keras carries a NaN step's NaN on to every later step. Float inputs
         # can hold NaN, so the steps where Keras has NaN are set to NaN after the operator.
@@ -99,9 +99,13 @@ class GraphBuilder:
             any_nan = self.node("Greater", [self.reduce_max(nan_steps, 0, keepdims=0),
                                             self.constant("zero", np.array(0, np.float32))])
         last_only = mask is None and not layer.return_sequences
-        per_direction, states = [], []
-        for d, direction in enumerate(directions):
-            given = list(initial_state[d * per_state:(d + 1) * per_state])
+        per_direction, states, offset = [], [], 0
+        for direction in directions:
+            # (a Bidirectional's backward_layer may be another cell: each direction its own)
+            kind = cell(direction.cell)
+            per_state = kind.state_count()
+            given = list(initial_state[offset:offset + per_state])
+            offset += per_state
             backward = direction.go_backwards
             if mask is not None:
                 sequence = mask.compact(values, backward=backward)
@@ -213,9 +217,7 @@ class GraphBuilder:
         op, scales = ONNX_ACTIVATIONS[name]
         if op == "Affine":
             return values
-        if scales:
-            return self.node(op, [values], alpha=scales[0], beta=scales[1])
-        return self.node(op, [values])
+        return self.node(op, [values], **dict(zip(("alpha", "beta"), scales or ())))
 
     def reduce_max(self, values: str, axis: int, *, keepdims: int) -> str:
         if self.opset >= 18:
@@ -259,8 +261,11 @@ class GraphBuilder:
                                    self.axes(0),
                                    self.constant("steps", np.array([-1], np.int64))], "reversed")
 
-    def merge(self, mode: str, forward: str, backward: str) -> str:
-        """Merges the two directions as `keras.layers.Bidirectional(merge_mode=...)` does."""
+    def merge(self, mode: str | None, forward: str, backward: str):
+        """Merges the two directions as `keras.layers.Bidirectional(merge_mode=...)` does;
+        `None` keeps both: `[forward, backward]`."""
+        if mode is None:
+            return [forward, backward]
         if mode == "concat":
             return self.node("Concat", [forward, backward], "concat", axis=-1)
         if mode == "mul":
@@ -278,12 +283,14 @@ class GraphBuilder:
         # Keras activations in the operator's slots (f, g, h)
         names = [getattr(layer, attribute) for attribute in kind.onnx_activations]
         activations = [ONNX_ACTIVATIONS[name][0] for name in names]
-        # activation_alpha/beta are consumed in order by the activations that take them
-        scales = [ONNX_ACTIVATIONS[name][1] for name in names if ONNX_ACTIVATIONS[name][1]]
+        # activation_alpha/beta are consumed in order by the activations that take them (Elu
+        # an alpha alone)
+        scales = [ONNX_ACTIVATIONS[name][1] or () for name in names]
         attributes = dict(hidden_size=layer.units, direction="forward", activations=activations)
-        if scales:
-            attributes["activation_alpha"] = [alpha for alpha, _ in scales]
-            attributes["activation_beta"] = [beta for _, beta in scales]
+        if any(scales):
+            attributes["activation_alpha"] = [scale[0] for scale in scales if scale]
+        if any(len(scale) > 1 for scale in scales):
+            attributes["activation_beta"] = [scale[1] for scale in scales if len(scale) > 1]
         attributes.update(kind.onnx_attributes(layer))
         # (one direction: the operator's leading num_directions axis is 1)
         inputs = [values, self.constant("W", W[None]), self.constant("R", R[None]),

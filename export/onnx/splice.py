@@ -10,6 +10,7 @@ it opaque; `splice_markers` then replaces it by the operator and its masking nod
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 from export.model.rebuild import RecurrentStandIn, given_states
 from export.model.state import state_sizes
@@ -19,6 +20,7 @@ from export.runtime import (
     state_input_name,
     state_output_name,
 )
+from keras_rnn.structure import UnsupportedModelError
 
 MARKER_DOMAIN = "keras_rnn.marker"  # the opaque recurrent nodes between tf2onnx and the splice
 MARKER_OP = "Recurrent"
@@ -42,16 +44,17 @@ def mark_recurrent(ctx, node, name, args):
     outputs and names the recurrent layer it stands for."""
     import onnx
 
-    match = re.search(rf"{MARKER_PREFIX}(\d+)", node.name)
+    match = re.search(rf"{MARKER_PREFIX}(\d+)c(\d+)", node.name)
     if match is None:  # the user's own tf.numpy_function: refused by _refuse_unknown_ops
         node.type, node.domain = "PyFunc", ""  # (tf2onnx set the marker type already)
         return node
     node.type, node.domain = MARKER_OP, MARKER_DOMAIN
-    marker_id = int(match.group(1))
+    marker_id, call = int(match.group(1)), int(match.group(2))
     node.set_attr("marker", marker_id)
+    node.set_attr("call", call)
     # the converter cannot infer an opaque op's outputs; later ops (Concat on axis -1, the
     # reshapes of TimeDistributed) need their rank and known sizes
-    for output, shape in zip(node.output, args[0][marker_id].traced_shapes):
+    for output, shape in zip(node.output, args[0][marker_id].calls[call].shapes):
         ctx.set_shape(output, [-1 if size is None else size for size in shape])
         ctx.set_dtype(output, onnx.TensorProto.FLOAT)
     return node
@@ -67,25 +70,36 @@ def splice_markers(proto, markers: dict, opset: int, carried_states: dict) -> No
 
     batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
     batch = batch.dim_param or "batch"
-    nodes = []
+    nodes, carried = [], set()
     for node in proto.graph.node:
         if node.op_type != MARKER_OP:
             nodes.append(node)
             continue
-        marker = markers[next(a.i for a in node.attribute if a.name == "marker")]
-        has_mask, state_count = marker.traced
+        attributes = {a.name: a.i for a in node.attribute}
+        marker = markers[attributes["marker"]]
+        call = marker.calls[attributes["call"]]
+        has_mask, state_count = call.has_mask, call.state_count
         inputs = list(node.input)
-        builder = GraphBuilder(opset, prefix=f"{marker.name}/")
+        # (a layer called several times, as a shared encoder is, gets one operator per call)
+        builder = GraphBuilder(opset, prefix=f"{marker.name}/" + (
+            f"call_{attributes['call']}/" if attributes["call"] else ""))
         values = builder.node("Transpose", [inputs[0]], "time_major", perm=[1, 0, 2])
         mask = PaddingMask(builder, inputs[1]) if has_mask else None
         initial_state = inputs[1 + has_mask:1 + has_mask + state_count]
         sizes = state_sizes(marker.description)
         indices = carried_states.get(marker.name, [])
+        if indices and marker.name in carried:
+            raise UnsupportedModelError(
+                f"The stateful layer {marker.name!r} is called more than once: its state, "
+                "carried as the file's inputs and outputs, would be one per call. Export to "
+                ".tflite, which keeps the layer's state as Keras does.")
+        carried.add(marker.name)
         kept = [state_input_name(index) for index in indices]
         result = builder.recurrent(marker.description, values, mask,
                                    initial_state=initial_state or kept,
-                                   return_state=marker.emits_states or bool(kept))
-        outputs, states = result if marker.emits_states or kept else (result, [])
+                                   return_state=call.emits_states or bool(kept))
+        outputs, states = result if call.emits_states or kept else (result, [])
+        outputs = outputs if isinstance(outputs, list) else [outputs]  # (merge_mode=None: 2)
         for index, state, units in zip(indices, states if kept else [], sizes):
             name = state_output_name(index)
             builder.nodes.append(onnx.helper.make_node("Identity", [state], [name]))
@@ -93,10 +107,11 @@ def splice_markers(proto, markers: dict, opset: int, carried_states: dict) -> No
                 state_input_name(index), onnx.TensorProto.FLOAT, [batch, units]))
             proto.graph.output.append(onnx.helper.make_tensor_value_info(
                 name, onnx.TensorProto.FLOAT, [batch, units]))
-        states = states if marker.emits_states else []
+        states = states if call.emits_states else []
         if marker.return_sequences:
-            outputs = builder.node("Transpose", [outputs], "batch_major", perm=[1, 0, 2])
-        for produced, wanted in zip([outputs] + states, node.output):
+            outputs = [builder.node("Transpose", [output], "batch_major", perm=[1, 0, 2])
+                       for output in outputs]
+        for produced, wanted in zip(outputs + states, node.output):
             builder.nodes.append(onnx.helper.make_node("Identity", [produced], [wanted]))
         nodes += builder.nodes
         proto.graph.initializer.extend(builder.initializers)
@@ -104,20 +119,27 @@ def splice_markers(proto, markers: dict, opset: int, carried_states: dict) -> No
     proto.graph.node.extend(nodes)
 
 
+class MarkedCall(NamedTuple):
+    """What one call of a recurrent layer was traced with: its node is spliced from this."""
+    has_mask: bool
+    state_count: int  # initial states given
+    emits_states: bool
+    shapes: list  # the outputs' static shapes
+
+
 class RecurrentMarker(RecurrentStandIn):
     """A built-in recurrent layer as an opaque op of the traced graph (see `build_onnx`),
-    recording which inputs it was called with (mask, initial states)."""
+    recording each call's inputs (mask, initial states) in `calls`: a layer may be called
+    several times (shared layers) with different ones."""
 
     def __init__(self, original, description, marker_id: int):
         super().__init__(original, description)
         self.marker_id = marker_id
-        self.traced = (False, 0)
-        self.traced_shapes = []
-        self.emits_states = self.return_state
+        self.calls = []
 
     def call(self, inputs, mask=None, initial_state=None, training=None):
-        results = self.marked(inputs, mask, given_states(initial_state) or [], self.return_state)
-        return results if self.return_state else results[0]
+        return self.own_outputs(self.marked(inputs, mask, given_states(initial_state) or [],
+                                            self.return_state))
 
     def run_with_states(self, inputs, states):
         """One run from `states`, returning `[outputs] + final states` (step models)."""
@@ -126,15 +148,14 @@ class RecurrentMarker(RecurrentStandIn):
     def marked(self, inputs, mask, states, emit_states: bool) -> list:
         import tensorflow as tf
 
-        self.traced = (mask is not None, len(states))
-        self.emits_states = emit_states
         arguments = [inputs] + ([mask] if mask is not None else []) + states
         specs = self._output_specs(inputs.shape[0], inputs.shape[1], with_states=emit_states)
         specs = specs if isinstance(specs, list) else [specs]
-        self.traced_shapes = [tuple(spec.shape) for spec in specs]
+        self.calls.append(MarkedCall(mask is not None, len(states), emit_states,
+                                     [tuple(spec.shape) for spec in specs]))
         results = tf.numpy_function(_never_run, arguments, [tf.float32] * len(specs),
                                     stateful=False,
-                                    name=f"{MARKER_PREFIX}{self.marker_id}")
+                                    name=f"{MARKER_PREFIX}{self.marker_id}c{len(self.calls) - 1}")
         # EnsureShape (an Identity in ONNX) carries the static shapes through freezing,
         # so the converter knows the ranks of everything downstream
         return [tf.ensure_shape(tensor, spec.shape) for tensor, spec in zip(results, specs)]

@@ -31,12 +31,15 @@ class ParityReport:
     # its own-scale bound used (float files pass only with every value <= 1)
     scaled_diffs: dict = field(default_factory=dict)
     runtimes: dict = field(default_factory=dict)  # {runtime that judged: its max abs diff}
+    # the share of each output's scale allowed (RELATIVE_TOLERANCE; more for a model that
+    # computes in half precision: HALF_PRECISION_TOLERANCE)
+    relative_tolerance: float = RELATIVE_TOLERANCE
 
     @property
     def judged_on(self) -> str:
         if self.tolerance is not None:
             return (f"max abs diff <= {self.tolerance:g} and <= {RELATIVE_FLOOR:g} + "
-                    f"{RELATIVE_TOLERANCE:g} max|Keras|")
+                    f"{self.relative_tolerance:g} max|Keras|")
         return (f"argmax agreement >= {self.min_agreement:.0%} (held-out >= "
                 f"{HELD_OUT_MIN_AGREEMENT:.0%})")
 

@@ -15,6 +15,7 @@ import numpy as np
 from export.parity.inputs import consecutive, format_row, given_case, held_out_cases, vocabulary_size
 from export.parity.report import ParityReport
 from export.parity.tolerances import (
+    HALF_PRECISION_TOLERANCE,
     HELD_OUT_MIN_AGREEMENT,
     QUANTIZED_MIN_AGREEMENT,
     RELATIVE_FLOOR,
@@ -77,6 +78,7 @@ def verify(
     from export.model.state import stateful_batch, states_reset
     from export.runtime import load
 
+    model, half_bound, relative = _judged_model(model)
     specs = input_specs(model)
     exported = load(path, trusted=trusted)
     runtimes = _runtimes(exported, path, runtimes)
@@ -136,8 +138,8 @@ def verify(
     else:
         bound = None
         if tolerance is None:
-            tolerance = format_row(exported).tolerance
-        passed = _float_passed(max_diff, tolerance, per_output)
+            tolerance = max(format_row(exported).tolerance, half_bound)
+        passed = _float_passed(max_diff, tolerance, per_output, relative)
     return ParityReport(
         format=exported.format,
         path=str(path),
@@ -152,9 +154,21 @@ def verify(
         nonfinite_mismatches=nonfinite,
         held_out_agreement=held_out_agreement,
         forms=_forms(exported),
-        scaled_diffs=_scaled(per_output),
+        scaled_diffs=_scaled(per_output, relative),
         runtimes={runtime: max(result[0]) for runtime, result in judged.items()},
+        relative_tolerance=relative,
     )
+
+
+def _judged_model(model):
+    """`(model, half_bound, relative)`: the model as the exporters see it (a subclassed model's
+    functional view), and for a model computing in half precision its precision's bound
+    (HALF_PRECISION_TOLERANCE; 0 otherwise) with the share of each output's scale allowed."""
+    from export.model.signature import exportable, half_precision
+
+    model = exportable(model)
+    half_bound = HALF_PRECISION_TOLERANCE.get(half_precision(model), 0.0)
+    return model, half_bound, max(RELATIVE_TOLERANCE, half_bound)
 
 
 def _runtimes(exported, path, runtimes) -> tuple:
@@ -227,15 +241,17 @@ def _track(per_output: dict, name: str, difference: float, expected) -> None:
     _track_scaled(per_output, name, difference, float(finite.max()) if finite.size else 0.0)
 
 
-def _float_passed(max_diff: float, tolerance: float, per_output: dict) -> bool:
+def _float_passed(max_diff: float, tolerance: float, per_output: dict,
+                  relative: float = RELATIVE_TOLERANCE) -> bool:
     """A float file's verdict: within the absolute bound and every output within its own
     scale (see RELATIVE_TOLERANCE)."""
-    return bool(max_diff <= tolerance and all(v <= 1 for v in _scaled(per_output).values()))
+    return bool(max_diff <= tolerance
+                and all(v <= 1 for v in _scaled(per_output, relative).values()))
 
 
-def _scaled(per_output: dict) -> dict:
+def _scaled(per_output: dict, relative: float = RELATIVE_TOLERANCE) -> dict:
     """Each output's difference as a share of its own-scale bound (see RELATIVE_TOLERANCE)."""
-    return {name: difference / (RELATIVE_FLOOR + RELATIVE_TOLERANCE * scale)
+    return {name: difference / (RELATIVE_FLOOR + relative * scale)
             for name, (difference, scale) in per_output.items()}
 
 
@@ -255,6 +271,7 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
     from export.model.signature import input_specs, keras_outputs, output_names
     from export.runtime import StepModel
 
+    model, half_bound, relative = _judged_model(model)
     step_model = StepModel(path, trusted=trusted)
     specs = input_specs(model)
     if len(specs) != 1 or len(output_names(model)) != 1:
@@ -270,7 +287,7 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
         if step_model.takes_ids:
             sequence = rng.integers(1, max(vocabulary_size(model), 2), (batch, length))
         else:
-            sequence = rng.normal(size=(batch, length, shape[-1])).astype(np.float32)
+            sequence = rng.normal(size=(batch, length) + tuple(shape[2:])).astype(np.float32)
         sequence = sequence.astype(step_model.input_dtype)
         expected = next(iter(keras_outputs(model, {name: sequence}).values()))
         state, steps = step_model.initial_state(batch), []
@@ -287,13 +304,14 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
         _track(per_output, "outputs", difference, expected)
         shapes.append(sequence.shape)
     if tolerance is None:
-        tolerance = format_row(step_model.model).tolerance
+        tolerance = max(format_row(step_model.model).tolerance, half_bound)
     max_diff = max(differences)
     return ParityReport(
         format=step_model.model.format, path=str(path), size_bytes=Path(path).stat().st_size,
         quantized=False, max_abs_diff=max_diff, argmax_agreement=None, tolerance=tolerance,
-        min_agreement=None, passed=_float_passed(max_diff, tolerance, per_output),
-        cases=shapes, nonfinite_mismatches=nonfinite, scaled_diffs=_scaled(per_output),
+        min_agreement=None, passed=_float_passed(max_diff, tolerance, per_output, relative),
+        cases=shapes, nonfinite_mismatches=nonfinite,
+        scaled_diffs=_scaled(per_output, relative), relative_tolerance=relative,
     )
 
 

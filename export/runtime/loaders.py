@@ -23,6 +23,7 @@ from export.runtime.inputs import checked_input, feed, runtime_errors
 from export.runtime.metadata import (
     MAIN_INPUT,
     MAIN_OUTPUT,
+    QUANTIZATION_METADATA,
     RESET_SIGNATURE,
     checked_metadata,
     has_variable_tensors,
@@ -33,8 +34,12 @@ from export.runtime.metadata import (
     tflite_tensors,
 )
 
-_ONNX_TYPES = {"tensor(int32)": np.int32, "tensor(int64)": np.int64, "tensor(bool)": np.bool_,
-               "tensor(float)": np.float32}
+# ONNX input types -> NumPy (every numeric type Keras takes as an input dtype); another one
+# (strings, bfloat16) is refused when the file is opened
+_ONNX_TYPES = {f"tensor({name})": np.dtype(dtype) for name, dtype in (
+    ("float", "float32"), ("float16", "float16"), ("double", "float64"), ("bool", "bool"),
+    ("int8", "int8"), ("int16", "int16"), ("int32", "int32"), ("int64", "int64"),
+    ("uint8", "uint8"), ("uint16", "uint16"), ("uint32", "uint32"), ("uint64", "uint64"))}
 
 
 def _read_bytes(path) -> bytes:
@@ -248,9 +253,17 @@ class ONNXModel:
             raise ModelFileError(
                 f"{str(self.path)!r}: its metadata_props are not valid UTF-8 ({error}).") from None
         self.metadata = checked_metadata(metadata, self.path)
+        # quantized by export.onnx.quantize (judged on decisions; a file without the field is
+        # judged on values, the stricter bound)
+        self.quantized = QUANTIZATION_METADATA in self.metadata
+        unknown = [f"{item.name} ({item.type})" for item in self._session.get_inputs()
+                   if item.type not in _ONNX_TYPES]
+        if unknown:
+            raise ModelFileError(f"{str(self.path)!r} takes inputs of types this runtime does "
+                                 f"not feed: {', '.join(unknown)}; numeric tensors only.")
         self.inputs = {
             item.name: (tuple(d if isinstance(d, int) else None for d in item.shape),
-                        np.dtype(_ONNX_TYPES.get(item.type, np.float32)))
+                        _ONNX_TYPES[item.type])
             for item in self._session.get_inputs()
         }
         # the stateful layers' state: carried here from run to run, as LiteRT carries it

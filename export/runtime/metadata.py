@@ -21,6 +21,9 @@ FORMS_METADATA = "recurrent_forms"  # JSON {layer name: the form its time loop g
 # evaluator (0.07 off on keras-io's ConvLSTM model) and OpenVINO refuses it, so a file holding
 # one claims ONNX Runtime alone; files without this field (older ones) claim nothing.
 RUNTIMES_METADATA = "onnx_runtimes"
+# an .onnx file quantized by export.onnx.quantize: the mode ("dynamic"); verify judges it on
+# decisions, as quantized TFLite files
+QUANTIZATION_METADATA = "quantization"
 
 
 MAIN_INPUT, MAIN_OUTPUT = "inputs", "outputs"

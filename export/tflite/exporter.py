@@ -19,7 +19,7 @@ import numpy as np
 from export._files import check_writable, write_atomic
 from export.formats import get_quantize_mode
 from export.model.layers import all_layers, describe_recurrent, recurrent_forms
-from export.model.rebuild import clone_with
+from export.model.rebuild import clone_with, for_export
 from export.model.signature import (
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
@@ -112,6 +112,7 @@ def export_tflite(
     return write_atomic(path, data)
 
 
+@for_export
 def build_tflite(
     model,
     *,
@@ -198,6 +199,8 @@ def build_tflite(
         # (every stateful layer's state lives in the file; the layout lists the built-in ones)
         metadata[STATEFUL_METADATA] = json.dumps(state_layout(model, every=True))
     return add_metadata(flatbuffer, metadata,
+                        io_names=None if stateful else ([name for name, _, _ in fixed],
+                                                        output_names(model)),
                         # the tf-keras rebuild names its tensors after its own layers
                         signature_names=(SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME)
                         if form == "fused" else None)

@@ -84,9 +84,33 @@ def check_builtin_only(flatbuffer: bytes, layer_names=None) -> None:
         )
 
 
-def add_metadata(flatbuffer: bytes, metadata: dict, *, signature_names=None) -> bytes:
+def _signature(schema, graph, inputs, outputs):
+    """The `serving_default` signature of a one-subgraph flatbuffer that has none: the
+    converter leaves it out when the traced function calls TensorFlow functions of its own
+    (`tf.nn.silu`'s custom gradient, measured), so the tensors would be known only by their
+    graph names ('Identity'). Inputs in signature order; outputs in the order the traced
+    function's dict of outputs flattens (sorted by name)."""
+    if len(graph.inputs) != len(inputs) or len(graph.outputs) != len(outputs):
+        raise TFLiteConversionError(
+            f"The converter wrote {len(graph.inputs)} inputs and {len(graph.outputs)} outputs "
+            f"for a model of {len(inputs)} and {len(outputs)}.")
+    signature = schema.SignatureDefT()
+    signature.signatureKey, signature.subgraphIndex = "serving_default", 0
+    signature.inputs, signature.outputs = [], []
+    for names, indices, entries in ((inputs, graph.inputs, signature.inputs),
+                                    (sorted(outputs), graph.outputs, signature.outputs)):
+        for name, index in zip(names, indices):
+            entry = schema.TensorMapT()
+            entry.name, entry.tensorIndex = name, int(index)
+            entries.append(entry)
+    return signature
+
+
+def add_metadata(flatbuffer: bytes, metadata: dict, *, signature_names=None,
+                 io_names=None) -> bytes:
     """Stores `metadata` (string key/values, as JSON) in a `keras_rnn` flatbuffer entry;
-    `signature_names=(input, output)` renames a single-input, single-output signature."""
+    `signature_names=(input, output)` renames a single-input, single-output signature;
+    `io_names=(inputs, outputs)` writes the signature the converter left out, if it did."""
     import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
@@ -94,6 +118,8 @@ def add_metadata(flatbuffer: bytes, metadata: dict, *, signature_names=None) -> 
     if signature_names and model.signatureDefs:
         signature = model.signatureDefs[0]
         signature.inputs[0].name, signature.outputs[0].name = signature_names
+    if io_names and not model.signatureDefs:
+        model.signatureDefs = [_signature(schema, model.subgraphs[0], *io_names)]
     buffer = schema.BufferT()
     buffer.data = np.frombuffer(
         json.dumps({str(k): str(v) for k, v in metadata.items()}, ensure_ascii=False).encode(),

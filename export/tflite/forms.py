@@ -143,6 +143,12 @@ def activation_op(name: str, values):
         return values
     if name == "hard_sigmoid":
         return tf.clip_by_value(values / 6.0 + 0.5, 0.0, 1.0)
+    if name == "softsign":  # (tf.nn.softsign has no builtin kernel)
+        return values / (1.0 + tf.abs(values))
+    if name == "softplus":  # log(1 + e^x) without overflow; (tf.nn.softplus has no builtin)
+        return tf.nn.relu(values) + tf.math.log(1.0 + tf.exp(-tf.abs(values)))
+    if name == "elu":
+        return tf.nn.elu(values)
     return {"tanh": tf.tanh, "sigmoid": tf.sigmoid, "relu": tf.nn.relu,
             "softmax": tf.nn.softmax}[name](values)
 
@@ -222,22 +228,26 @@ def run_recurrent(description, values, mask=None, initial_state=None, return_sta
     if isinstance(description, Recurrent):
         result = unrolled_recurrent(description, values, mask, initial_state or None, return_state=True)
         return [result[0]] + result[1] if return_state else result[0]
-    half = len(initial_state) // 2
+    half = len(cell(description.forward.cell).states) if initial_state else 0
     forward, forward_states = unrolled_recurrent(description.forward, values, mask,
                                          initial_state[:half] or None, return_state=True)
     backward, backward_states = unrolled_recurrent(description.backward, values, mask,
                                            initial_state[half:] or None, return_state=True)
     if description.return_sequences:
         backward = tf.reverse(backward, axis=[1])
-    if description.merge_mode == "concat":
-        outputs = tf.concat([forward, backward], axis=-1)
+    if description.merge_mode is None:  # both directions returned
+        outputs = [forward, backward]
+    elif description.merge_mode == "concat":
+        outputs = [tf.concat([forward, backward], axis=-1)]
     elif description.merge_mode == "sum":
-        outputs = forward + backward
+        outputs = [forward + backward]
     elif description.merge_mode == "ave":
-        outputs = (forward + backward) * 0.5
+        outputs = [(forward + backward) * 0.5]
     else:
-        outputs = forward * backward
-    return [outputs] + forward_states + backward_states if return_state else outputs
+        outputs = [forward * backward]
+    if return_state:
+        return outputs + forward_states + backward_states
+    return outputs if len(outputs) > 1 else outputs[0]
 
 
 def unrolled_stand_in(original, description):
@@ -262,9 +272,9 @@ class UnrolledRecurrent(RecurrentStandIn):
         if initial_state is None:
             initial_state = [variable.value for variable in states]
         results = run_recurrent(self.description, inputs, mask, initial_state, True)
-        for variable, state in zip(states, results[1:]):
+        for variable, state in zip(states, results[self.output_count:]):
             variable.assign(state)
-        return results if self.return_state else results[0]
+        return self.own_outputs(results)
 
     def run_with_states(self, inputs, states):
         """One run from `states`, returning `[outputs] + final states` (step models)."""

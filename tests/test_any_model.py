@@ -24,6 +24,9 @@ from export.parity.tolerances import HALF_PRECISION_TOLERANCE, ONNX_TOLERANCE, T
 from export.runtime import FORMS_METADATA, StepModel, load
 
 FORMATS = ("tflite", "onnx")
+# the fast tier runs each concern in one format (ONNX: the converter's Loop, the operators'
+# splice, the runtime claims), the full suite in both
+BOTH_FORMATS = first_fast(("onnx", "tflite"))
 TOLERANCE = {"tflite": TFLITE_TOLERANCE, "onnx": ONNX_TOLERANCE}
 
 
@@ -67,7 +70,7 @@ def _sequences(shape, seed=0):
     return np.random.default_rng(seed).normal(size=shape).astype(np.float32)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", BOTH_FORMATS)
 def test_an_activation_without_a_native_form_gets_the_converters_form(tmp_path, fmt):
     """A GRU with `activation="silu"`: the TFLite converter's WHILE loop and tf2onnx's Loop for
     that layer alone (the LSTM after it stays native), named so in the file; both layers'
@@ -88,7 +91,7 @@ def test_an_activation_without_a_native_form_gets_the_converters_form(tmp_path, 
     _assert_matches_keras(model, path, _sequences((3, 6, 4)), TOLERANCE[fmt])
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", BOTH_FORMATS)
 @pytest.mark.parametrize("activation", first_fast(("softsign", "softplus", "elu")))
 def test_softsign_softplus_and_elu_are_native(tmp_path, fmt, activation):
     """In every cell slot: the activation and, for LSTM, the recurrent activation too; inputs
@@ -109,7 +112,7 @@ def test_softsign_softplus_and_elu_are_native(tmp_path, fmt, activation):
     _assert_matches_keras(model, path, 3 * _sequences((2, 7, 3)), TOLERANCE[fmt])
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", BOTH_FORMATS)
 @pytest.mark.parametrize("return_state", first_fast([True, False]))
 def test_bidirectional_merge_mode_none_returns_both_directions_natively(tmp_path, fmt,
                                                                         return_state):
@@ -135,7 +138,7 @@ def test_bidirectional_merge_mode_none_returns_both_directions_natively(tmp_path
     _assert_matches_keras(model, path, ids, TOLERANCE[fmt])
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", BOTH_FORMATS)
 def test_a_recurrent_layer_called_twice_exports_each_call(tmp_path, fmt):
     """A siamese encoder: one LSTM over two inputs, the first masked (padding at the end of
     one row, the start of another), the second not: each call keeps its own mask."""
@@ -170,7 +173,7 @@ def test_a_shared_recurrent_layer_does_not_stream():
         check_streams(model)
 
 
-@pytest.mark.parametrize("form", ["while", "unrolled"])
+@pytest.mark.parametrize("form", first_fast(["while", "unrolled"]))
 def test_dropout_exports_in_every_form_and_is_left_on_the_model(tmp_path, form):
     """Dropout, recurrent dropout and dropout inside TimeDistributed(LSTM) (its seed generator
     stopped the WHILE form and every TimeDistributed export); inference ignores them."""
@@ -198,7 +201,7 @@ def _onnx_nodes(path):
     return list(onnx.load(str(path)).graph.node)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", BOTH_FORMATS)
 def test_a_recurrent_layer_inside_time_distributed_streams_whole_per_step(tmp_path, fmt):
     """A step model over the outer time axis of (batch, time, words, features): the LSTM
     inside TimeDistributed runs over each step's words whole, the GRU after it carries its
@@ -225,6 +228,7 @@ def test_a_recurrent_layer_inside_time_distributed_streams_whole_per_step(tmp_pa
     assert report.passed, str(report)
 
 
+@pytest.mark.slow
 def test_a_subclassed_model_exports_as_keras_traces_it(tmp_path):
     """The TensorFlow text-generation tutorial's shape of model: `call(inputs, states=None,
     return_state=False, training=False)` over Embedding, GRU and Dense, called on data once.
@@ -306,7 +310,7 @@ def test_half_precision_models_export_computing_in_float32(tmp_path, kind):
         assert not wrong.passed, f"{fmt}: another model's file passed: {wrong}"
 
 
-@pytest.mark.parametrize("dtype", ["uint8", "int64", "float16"])
+@pytest.mark.parametrize("dtype", first_fast(["uint8", "int64", "float16"]))
 def test_every_input_dtype_keras_takes_runs_and_verifies(tmp_path, dtype):
     """Ids as uint8 or int64 into an Embedding (masked), float16 features: the runtime feeds
     arrays of that dtype, and verify draws its inputs to match."""
@@ -347,6 +351,7 @@ JAX_FILE = Path(__file__).resolve().parent / "data" / "jax_backend_bigru.keras"
 JAX_IDS = np.array([[0, 0, 5, 6, 7, 8], [9, 10, 11, 0, 0, 0], [1, 2, 0, 3, 4, 39]], np.int32)
 
 
+@pytest.mark.slow
 def test_a_model_saved_under_the_jax_backend_exports_with_jaxs_answer(tmp_path):
     """`tests/data/make_jax_backend_model.py` wrote the file and the outputs under JAX (masked
     BiGRU and LSTM, padding at the start, end and middle): loaded here under TensorFlow, both

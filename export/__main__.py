@@ -132,10 +132,14 @@ def _main(args) -> int:
         print(f"error: {failure}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as error:
+        _checkpoint()  # a stop signal lost inside a library's code surfaces as its error
         message = " ".join(str(error).split())
         print(f"error: {message}", file=sys.stderr)
         return 2
     except Exception as error:  # a library's own exception: still one line, no traceback
+        # a Stopped raised inside an import comes back as a SystemError/TypeError: the stop
+        # signal wins (exit 128 + N), as the run was stopped
+        _checkpoint()
         lines = str(error).strip().splitlines()
         print(f"error: {type(error).__name__}: {lines[0] if lines else 'no message'}",
               file=sys.stderr)

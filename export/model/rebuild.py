@@ -23,8 +23,8 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from export.model.layers import describe_recurrent, is_graph_model
-from export.model.signature import exportable, float32_twin
+from export.model.layers import describe_recurrent, is_graph_model, sublayers
+from export.model.signature import exportable, first_line, float32_twin
 from export.model.state import state_sizes, state_variables
 from keras_rnn.quiet import load_tensorflow
 from keras_rnn.structure import UnsupportedModelError
@@ -132,7 +132,7 @@ def clone_with(model, stand_in, *, batched_dense: bool = False, time_distributed
     except Exception as error:  # Keras's own messages for graphs it cannot rebuild
         raise UnsupportedModelError(
             f"Model {model.name!r} could not be rebuilt for export ({type(error).__name__}: "
-            f"{str(error).strip().splitlines()[0] if str(error).strip() else 'no message'})."
+            f"{first_line(error)})."
         ) from error
 
 
@@ -144,8 +144,7 @@ def dropout_off(model):
     update that no converter takes ("AssignVariableOp was passed int64 ... incompatible with
     expected resource"), in the WHILE form and inside TimeDistributed. Inference never
     applies dropout, so the rates change nothing else."""
-    cells = [(layer, layer.dropout, layer.recurrent_dropout)
-             for layer in model._flatten_layers(include_self=True, recursive=True)
+    cells = [(layer, layer.dropout, layer.recurrent_dropout) for layer in sublayers(model)
              if hasattr(layer, "get_dropout_mask") and (layer.dropout or layer.recurrent_dropout)]
     try:
         for cell, _, _ in cells:
@@ -169,11 +168,9 @@ def for_export(function):
         except (ValueError, TypeError, MemoryError):  # refusals and argument errors, as raised
             raise
         except Exception as error:  # TensorFlow's, Keras's or a converter's own exception
-            text = str(error).strip()
             raise UnsupportedModelError(
                 f"Model {getattr(model, 'name', model)!r} could not be exported "
-                f"({type(error).__name__}: {text.splitlines()[0] if text else 'no message'})."
-            ) from error
+                f"({type(error).__name__}: {first_line(error)}).") from error
 
     return wrapper
 

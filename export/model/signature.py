@@ -59,7 +59,7 @@ def exportable(model):
     except Exception as error:  # the model's own call, on symbolic inputs
         raise UnsupportedModelError(
             f"Subclassed model {model.name!r} could not be traced on keras.Input tensors "
-            f"({type(error).__name__}: {_first_line(error)}): wrap it as keras.Model(inputs, "
+            f"({type(error).__name__}: {first_line(error)}): wrap it as keras.Model(inputs, "
             "model(inputs)).") from error
     return keras.Model(inputs, outputs, name=model.name)
 
@@ -104,7 +104,7 @@ def float32_twin(model):
         raise UnsupportedModelError(
             f"Model {model.name!r} computes in {half_precision(model)}; the exported files "
             "compute in float32 and its float32 copy could not be built "
-            f"({type(error).__name__}: {_first_line(error)}). Build the model under the "
+            f"({type(error).__name__}: {first_line(error)}). Build the model under the "
             "float32 policy, load its weights and export that.") from error
     _FLOAT32_TWINS[model] = twin
     return twin
@@ -128,7 +128,8 @@ def _float32_config(config):
     return result
 
 
-def _first_line(error) -> str:
+def first_line(error) -> str:
+    """An exception's first message line, for one-line refusals."""
     text = str(error).strip()
     return text.splitlines()[0] if text else "no message"
 

@@ -73,9 +73,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--to", nargs="+", choices=tuple(FORMATS), default=list(FORMATS))
     parser.add_argument("--quantize", nargs="+", default=["none"],
                         choices=tuple("none" if mode is None else mode for mode in QUANTIZE_MODES),
-                        help="variants to write (default: none = float32): dynamic for "
-                        "both formats (ONNX: models with LSTM layers), float16 and int8 for "
-                        "TFLite")
+                        help="variants to write (default: none = float32): dynamic and "
+                        "float16 for both formats (ONNX dynamic: models with LSTM layers), "
+                        "int8 for TFLite")
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
     parser.add_argument("--batch-size", type=int, default=None,

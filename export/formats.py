@@ -69,7 +69,7 @@ FORMATS = {fmt.name: fmt for fmt in (
            tolerance=TFLITE_TOLERANCE, fixed_shape=True, quantize=tuple(QUANTIZE_MODES)),
     Format("onnx", ".onnx", exporter="export.onnx:export_onnx",
            loader="export.runtime.loaders:ONNXModel", options=("metadata", "quantize"),
-           tolerance=ONNX_TOLERANCE, fixed_shape=False, quantize=(None, "dynamic")),
+           tolerance=ONNX_TOLERANCE, fixed_shape=False, quantize=(None, "dynamic", "float16")),
 )}
 
 

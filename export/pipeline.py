@@ -62,7 +62,7 @@ def export_and_verify(
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
     Args:
-        quantize: variants to write: None (float32), "dynamic" (both formats), "float16",
+        quantize: variants to write: None (float32), "dynamic" and "float16" (both formats),
             "int8" (TFLite); each format writes the ones it offers (`export.formats`).
             int8 calibrates on `inputs`, which it then needs.
         batch_size: the TFLite batch (default 1, or a stateful model's own batch).

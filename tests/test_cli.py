@@ -27,8 +27,9 @@ def test_command_line_exports_verifies_and_fails_cleanly(tmp_path, sentiment_res
                      "--quantize", "none", "float16", cwd=ROOT)
     assert completed.returncode == 0, completed.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "sentiment.float16.tflite", "sentiment.onnx", "sentiment.tflite"]
-    assert completed.stdout.count("PASS") == 3 and "FAIL" not in completed.stdout
+        "sentiment.float16.onnx", "sentiment.float16.tflite", "sentiment.onnx",
+        "sentiment.tflite"]
+    assert completed.stdout.count("PASS") == 4 and "FAIL" not in completed.stdout
 
     missing = _cli(tmp_path / "nope.keras", "--out", tmp_path / "o1", cwd=ROOT)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

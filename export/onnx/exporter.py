@@ -53,8 +53,9 @@ def export_onnx(model, path, *, opset: int = DEFAULT_OPSET, metadata: dict | Non
         opset: ONNX opset, from 14 to 21.
         metadata: string key/values stored in `metadata_props` (e.g. the vocabulary, see
             `export.metadata`), readable by any ONNX runtime.
-        quantize: None (float32) or "dynamic": int8 weights through ONNX Runtime's own
-            quantizer (`export.onnx.quantize`; models with LSTM layers; ONNX Runtime only).
+        quantize: None (float32); "dynamic": int8 weights through ONNX Runtime's own
+            quantizer (models with LSTM layers; ONNX Runtime only); "float16": float16
+            weights, float32 inputs and outputs (`export.onnx.quantize` says what each costs).
 
     Returns:
         The written path. A model with one input and one output has `inputs` /

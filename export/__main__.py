@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--calibration", help="a .npy of inputs for int8 calibration (an .npz "
                         "by input name for a model with several inputs); --verify compares on "
                         "it too")
+    parser.add_argument("--min-agreement", type=float, metavar="FRACTION",
+                        help="with --verify: the share of the --calibration inputs' decisions "
+                        "a quantized file must keep (default 1.0)")
     parser.add_argument("--vocabulary", help="a vocabulary JSON (Vocabulary.to_json) to embed")
     parser.add_argument("--out", default=".", help="output directory (created if missing)")
     parser.add_argument("--verify", action="store_true",
@@ -168,6 +171,9 @@ def _run(args):
     if args.batch_size is not None and not 1 <= args.batch_size <= MAX_BATCH_SIZE:
         raise ValueError(f"--batch-size must be from 1 to {MAX_BATCH_SIZE}; got "
                          f"{args.batch_size}.")
+    if args.min_agreement is not None and not 0.0 <= args.min_agreement <= 1.0:
+        raise ValueError(f"--min-agreement is a share of decisions, from 0 to 1; got "
+                         f"{args.min_agreement}.")
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -205,7 +211,7 @@ def _run(args):
         model, out, model_path.stem, formats=args.to, quantize=quantize,
         batch_size=args.batch_size, seq_len=args.seq_len, inputs=calibration,
         metadata=metadata, verify_files=args.verify, form=args.form, step=args.step,
-        progress=True, checkpoint=_checkpoint,
+        progress=True, checkpoint=_checkpoint, min_agreement=args.min_agreement,
     )
 
 

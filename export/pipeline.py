@@ -58,6 +58,7 @@ def export_and_verify(
     step: bool = False,
     progress: bool = False,
     checkpoint=None,
+    min_agreement: float | None = None,
 ):
     """Writes `directory/name[.quantize].{tflite,onnx}` and verifies each one.
 
@@ -76,6 +77,9 @@ def export_and_verify(
         progress: show Keras's progress bar over the files written and verified.
         checkpoint: called between files and right before publishing; raises to stop the
             run (the command line raises there when a stop signal arrived).
+        min_agreement: quantized files' bound on the argmax agreement on `inputs` (default
+            1.0, `export.parity.verify`); an int8 step file feeds its quantized state back at
+            every step and keeps 92-96% of a trained lecture model's per-step decisions.
 
     Returns:
         A list of `(label, ParityReport)` rows (`(label, path)` with verify_files=False), in
@@ -103,10 +107,6 @@ def export_and_verify(
                    if np.ndim(value) > 1}
     elif seq_len is None and inputs is not None and not isinstance(inputs, (list, tuple)):
         seq_len = int(np.asarray(inputs).shape[1])
-    if step:
-        if any(variant is not None for variant in quantize):
-            raise ValueError("Step models are written in float32 only: drop --quantize.")
-        quantize = (None,)
     planned = _planned_files(name, formats, quantize, step)
     bar = None
     if progress:
@@ -122,8 +122,10 @@ def export_and_verify(
             if step:
                 from export.streaming import export_step
 
+                calibrated = get_quantize_mode(variant).needs_calibration
                 written.append(export_step(model, staged, batch_size=batch_size or 1,
-                                           metadata=metadata))
+                                           metadata=metadata, quantize=variant,
+                                           representative_data=inputs if calibrated else None))
             else:
                 options = dict(batch_size=batch_size, seq_len=seq_len, quantize=variant,
                                representative_data=inputs if get_quantize_mode(
@@ -138,8 +140,8 @@ def export_and_verify(
             for label, path in zip(labels, written):
                 checkpoint()
                 # trusted: written a moment ago by this process into its private folder
-                report = (verify_step(model, path, trusted=True) if step
-                          else verify(model, path, inputs, trusted=True))
+                judge = verify_step if step else verify
+                report = judge(model, path, inputs, trusted=True, min_agreement=min_agreement)
                 rows.append((label, report))
                 _advance(bar)
             if not all(report.passed for _, report in rows):
@@ -161,11 +163,9 @@ def _planned_files(name: str, formats, quantize, step: bool) -> list[tuple]:
     for fmt in FORMATS.values():
         if fmt.name not in formats:
             continue
-        if step:
-            files.append((f"{name}.step{fmt.suffix}", fmt, None))
-            continue
         variants = [v for v in quantize if v in fmt.quantize] if len(fmt.quantize) > 1 else [None]
-        files += [(f"{name}{'' if v is None else '.' + v}{fmt.suffix}", fmt, v) for v in variants]
+        stem = f"{name}.step" if step else name
+        files += [(f"{stem}{'' if v is None else '.' + v}{fmt.suffix}", fmt, v) for v in variants]
     return files
 
 

@@ -54,6 +54,38 @@ def test_float16_file_is_smaller_for_a_medium_model(tmp_path):
     assert dynamic.stat().st_size < 0.4 * float32.stat().st_size
 
 
+@pytest.mark.slow
+def test_int8_files_are_lean_for_microcontrollers(tmp_path):
+    """A full-integer file keeps the tensors' names only at its inputs and outputs (the
+    graph-path names were a third of the unrolled int8 LSTM file); the fused int8 LSTM is about
+    one byte per parameter; both keep the decisions of new sequences."""
+    import keras
+    from ai_edge_litert import schema_py_generated as schema
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((SEQ_LEN, 16))
+    x = keras.layers.LSTM(128, bias_initializer="uniform")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(6)(x))
+    rng = np.random.default_rng(0)
+    data, new = (rng.normal(size=(rows, SEQ_LEN, 16)).astype(np.float32) for rows in (32, 16))
+    sizes = {}
+    for form in ("unrolled", "fused"):
+        path = export_tflite(model, tmp_path / f"{form}.tflite", quantize="int8", form=form,
+                             representative_data=data)
+        sizes[form] = path.stat().st_size
+        flat = schema.ModelT.InitFromPackedBuf(bytearray(path.read_bytes()), 0)
+        graph = flat.subgraphs[0]
+        named = {i for i, tensor in enumerate(graph.tensors) if tensor.name}
+        assert named == set(graph.inputs) | set(graph.outputs), (form, len(named))
+        # random weights, near-tied decisions included: measured 97-100% of these rows
+        report = verify(model, path, new, min_agreement=0.9)
+        assert report.passed and report.quantized, str(report)
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in operator_names((tmp_path / "fused.tflite").read_bytes())
+    # measured 1.06x the parameter count (the issue's target: 1.5x); unrolled over 10 steps
+    # about 1.3x
+    assert sizes["fused"] < 1.15 * model.count_params(), sizes
+
+
 def test_flex_ops_are_detected_by_reading_the_flatbuffer(tmp_path):
     """Keras's own LiteRT export of a dynamic-length LSTM carries Flex TensorList ops, which
     the standalone interpreter refuses; our flatbuffer check must name and refuse them."""

@@ -255,20 +255,26 @@ def _scaled(per_output: dict, relative: float = RELATIVE_TOLERANCE) -> dict:
             for name, (difference, scale) in per_output.items()}
 
 
-def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
+def verify_step(model, path, inputs=None, *, tolerance: float | None = None,
+                min_agreement: float | None = None, seed: int = 0,
                 trusted: bool = False) -> ParityReport:
     """Compares a streaming step model file (`export.streaming.export_step`) with its Keras model.
 
     Seeded held-out sequences (one step and seven) are fed step by step from zero states,
-    carrying the state as a device does; every step's output must equal what Keras gives on
-    the whole sequence (its last step's, for a model with one output per sequence), within
-    the format's float bound and each output's own scale, as `verify` judges float files.
+    carrying the state as a device does (drawn from the steps of `inputs` when given), and
+    `inputs` themselves (whole sequences); every
+    step's output must equal what Keras gives on the whole sequence (its last step's, for a
+    model with one output per sequence), within the format's float bound and each output's own
+    scale, as `verify` judges float files. A quantized step file is judged on decisions, as
+    `verify` judges quantized files: the argmax at every step on `inputs` must agree at least
+    `min_agreement` (default 1.0) and on the held-out sequences HELD_OUT_MIN_AGREEMENT.
 
     Args:
         model: the source Keras model (one input, one output).
         path: the `.step.tflite` or `.step.onnx` file.
+        inputs: optional whole sequences, e.g. the int8 calibration data.
     """
-    from export.model.signature import input_specs, keras_outputs, output_names
+    from export.model.signature import input_specs, output_names
     from export.runtime import StepModel
 
     model, half_bound, relative = _judged_model(model)
@@ -282,37 +288,91 @@ def verify_step(model, path, *, tolerance: float | None = None, seed: int = 0,
     (name, shape, _), = specs
     rng = np.random.default_rng(seed)
     batch = step_model.batch_size or 3
-    differences, per_output, nonfinite, shapes = [], {}, 0, []
+    cases = []
+    if inputs is not None:
+        given = np.asarray(inputs[name] if isinstance(inputs, dict) else inputs)
+        if given.ndim != len(shape) or given.ndim < 2:
+            raise ValueError(f"inputs has shape {given.shape}; expected whole sequences "
+                             f"(n, steps{', ...' if len(shape) > 2 else ''}) like the model's "
+                             f"input {shape}.")
+        cases.append(("given", given.astype(step_model.input_dtype)))
     for length in (1, 7):
-        if step_model.takes_ids:
+        if inputs is not None:  # drawn like the given sequences: their steps in new rows
+            given = cases[0][1]
+            rows = rng.integers(0, len(given), (batch, length))
+            steps = rng.integers(0, given.shape[1], (batch, length))
+            sequence = given[rows, steps]
+        elif step_model.takes_ids:
             sequence = rng.integers(1, max(vocabulary_size(model), 2), (batch, length))
         else:
             sequence = rng.normal(size=(batch, length) + tuple(shape[2:])).astype(np.float32)
-        sequence = sequence.astype(step_model.input_dtype)
-        expected = next(iter(keras_outputs(model, {name: sequence}).values()))
-        state, steps = step_model.initial_state(batch), []
-        for t in range(length):
-            output, state = step_model.step(sequence[:, t], state)
-            steps.append(output)
-        streamed = np.stack(steps, axis=1) if expected.ndim == steps[-1].ndim + 1 else steps[-1]
-        if streamed.shape != expected.shape:
-            raise ValueError(f"{Path(path).name} streams outputs of shape {streamed.shape}; the "
-                             f"Keras model returned {expected.shape}: not this model's file.")
+        cases.append(("held_out", sequence.astype(step_model.input_dtype)))
+    differences, per_output, nonfinite, shapes = [], {}, 0, []
+    agreements = {"given": [], "held_out": []}
+    for kind, sequence in cases:
+        expected, streamed = _streamed(model, name, step_model, sequence,
+                                       step_model.batch_size or len(sequence), path)
         difference, mismatches = compare(streamed, expected)
         differences.append(difference)
         nonfinite += mismatches
         _track(per_output, "outputs", difference, expected)
         shapes.append(sequence.shape)
-    if tolerance is None:
-        tolerance = max(format_row(step_model.model).tolerance, half_bound)
+        if expected.shape[-1] > 1:
+            agreements[kind].append(expected.argmax(-1) == streamed.argmax(-1))
     max_diff = max(differences)
+    quantized = bool(step_model.model.quantized)
+    every = agreements["given"] + agreements["held_out"]
+    agreement = float(np.concatenate([a.ravel() for a in every]).mean()) if every else None
+    held_out_agreement = bound = None
+    if quantized:
+        if agreement is None:
+            raise ValueError(
+                "A quantized regression output (one unit) has no decisions to compare; "
+                "judge it with your own error metric on real data.")
+        bound = QUANTIZED_MIN_AGREEMENT if min_agreement is None else min_agreement
+        held_out_agreement = float(np.concatenate(
+            [a.ravel() for a in agreements["held_out"]]).mean())
+        if agreements["given"]:
+            agreement = float(np.concatenate([a.ravel() for a in agreements["given"]]).mean())
+        passed = (agreement >= bound and held_out_agreement >= HELD_OUT_MIN_AGREEMENT
+                  and nonfinite == 0)
+        tolerance = None
+    else:
+        if tolerance is None:
+            tolerance = max(format_row(step_model.model).tolerance, half_bound)
+        passed = _float_passed(max_diff, tolerance, per_output, relative)
     return ParityReport(
         format=step_model.model.format, path=str(path), size_bytes=Path(path).stat().st_size,
-        quantized=False, max_abs_diff=max_diff, argmax_agreement=None, tolerance=tolerance,
-        min_agreement=None, passed=_float_passed(max_diff, tolerance, per_output, relative),
-        cases=shapes, nonfinite_mismatches=nonfinite,
+        quantized=quantized, max_abs_diff=max_diff, argmax_agreement=agreement,
+        tolerance=tolerance, min_agreement=bound, passed=bool(passed), cases=shapes,
+        nonfinite_mismatches=nonfinite, held_out_agreement=held_out_agreement,
         scaled_diffs=_scaled(per_output, relative), relative_tolerance=relative,
     )
+
+
+def _streamed(model, name, step_model, sequences, batch: int, path):
+    """Keras's outputs on whole `sequences` and the step file's, streamed step by step from
+    zero states in the file's batch (the last chunk filled by repeating rows, then cut)."""
+    from export.model.signature import keras_outputs
+
+    expected = next(iter(keras_outputs(model, {name: sequences}).values()))
+    chunks = []
+    for start in range(0, len(sequences), batch):
+        chunk = sequences[start:start + batch]
+        rows = len(chunk)
+        if step_model.batch_size and rows < batch:
+            chunk = np.resize(chunk, (batch,) + chunk.shape[1:])
+        state, steps = step_model.initial_state(len(chunk)), []
+        for t in range(chunk.shape[1]):
+            output, state = step_model.step(chunk[:, t], state)
+            steps.append(output[:rows])
+        chunks.append(np.stack(steps, axis=1) if expected.ndim == steps[-1].ndim + 1
+                      else steps[-1])
+    streamed = np.concatenate(chunks)
+    if streamed.shape != expected.shape:
+        raise ValueError(f"{Path(path).name} streams outputs of shape {streamed.shape}; the "
+                         f"Keras model returned {expected.shape}: not this model's file.")
+    return expected, streamed
 
 
 def _forms(exported) -> dict:

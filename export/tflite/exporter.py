@@ -165,6 +165,11 @@ def build_tflite(
     calibration = (calibration_batches(fixed, representative_data, batch_size,
                                         signature=SERVE_SIGNATURE if stateful else None)
                    if mode.needs_calibration else None)
+    if calibration is not None and form == "fused":  # the tf-keras rebuild has its own input
+        by_name = calibration  # names: fed by position
+
+        def calibration():
+            return ([chunks[name] for name, _, _ in fixed] for chunks in by_name())
     layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
     if stateful:
@@ -198,7 +203,7 @@ def build_tflite(
     if stateful:
         # (every stateful layer's state lives in the file; the layout lists the built-in ones)
         metadata[STATEFUL_METADATA] = json.dumps(state_layout(model, every=True))
-    return add_metadata(flatbuffer, metadata,
+    return add_metadata(flatbuffer, metadata, lean=mode.name == "int8",  # (microcontrollers)
                         io_names=None if stateful else ([name for name, _, _ in fixed],
                                                         output_names(model)),
                         # the tf-keras rebuild names its tensors after its own layers

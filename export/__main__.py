@@ -79,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seq-len", type=int, help="TFLite sequence length (required when "
                         "the model accepts any length)")
     parser.add_argument("--batch-size", type=int, default=None,
-                        help="TFLite batch (default 1, or a stateful model's own batch)")
+                        help="the batch the files run at: TFLite's fixed batch (default 1, "
+                        "or a stateful model's own batch); ONNX files take any batch and pick "
+                        "their forms for this one (SimpleRNN as a Loop from 16 on)")
     parser.add_argument("--form", choices=("auto", "unrolled", "while", "fused"), default="auto",
                         help="TFLite time loop (default auto: unrolled up to 500 cell steps, "
                         "a WHILE loop beyond)")

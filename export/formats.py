@@ -68,7 +68,8 @@ FORMATS = {fmt.name: fmt for fmt in (
                     "form"),
            tolerance=TFLITE_TOLERANCE, fixed_shape=True, quantize=tuple(QUANTIZE_MODES)),
     Format("onnx", ".onnx", exporter="export.onnx:export_onnx",
-           loader="export.runtime.loaders:ONNXModel", options=("metadata", "quantize"),
+           loader="export.runtime.loaders:ONNXModel",
+           options=("metadata", "quantize", "batch_size"),
            tolerance=ONNX_TOLERANCE, fixed_shape=False, quantize=(None, "dynamic", "float16")),
 )}
 

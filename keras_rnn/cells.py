@@ -133,7 +133,10 @@ def _gru_tf_weights(layer) -> dict:
         # the candidate's recurrent matmul runs on r * h, after the gates: two matrices
         return {"gates": tf.constant(layer.recurrent_kernel[:, : 2 * units]),
                 "candidate": tf.constant(layer.recurrent_kernel[:, 2 * units:])}
-    return {"kernel": tf.constant(layer.recurrent_kernel), "bias": tf.constant(layer.bias[1])}
+    # the recurrent bias's update and reset parts ride on the input projection
+    # (export.tflite.forms.input_bias); the candidate's stays beside the reset gate
+    return {"kernel": tf.constant(layer.recurrent_kernel),
+            "bias": tf.constant(layer.bias[1][2 * units:])}
 
 
 def _gru_tf(layer, x_t, states, weights, act, gate):
@@ -142,10 +145,9 @@ def _gru_tf(layer, x_t, states, weights, act, gate):
     (h,) = states
     x_z, x_r, x_n = tf.split(x_t, 3, axis=1)
     if layer.reset_after:
-        inner = tf.matmul(h, weights["kernel"]) + weights["bias"]  # (batch, 3 * units)
-        h_z, h_r, h_n = tf.split(inner, 3, axis=1)
+        h_z, h_r, h_n = tf.split(tf.matmul(h, weights["kernel"]), 3, axis=1)
         z, r = gate(x_z + h_z), gate(x_r + h_r)
-        candidate = act(x_n + r * h_n)
+        candidate = act(x_n + r * (h_n + weights["bias"]))
     else:
         h_z, h_r = tf.split(tf.matmul(h, weights["gates"]), 2, axis=1)
         z, r = gate(x_z + h_z), gate(x_r + h_r)

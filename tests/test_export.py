@@ -137,6 +137,45 @@ def test_a_bare_tensor_initial_state_exports_like_a_list(tmp_path, cell):
         assert_outputs_close(path.suffix, actual, expected, tolerance)  # the start state used
 
 
+def test_a_server_batch_writes_simple_rnn_layers_in_the_loop_form(tmp_path):
+    """`export_onnx(batch_size=64)`: SimpleRNN layers in tf2onnx's Loop (ONNX Runtime's faster
+    form from batch 16 on), masks and all, the GRU still native; batch 1 keeps the native RNN."""
+    import keras
+
+    from export.runtime import FORMS_METADATA, RUNTIMES_METADATA
+
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((None, 5))
+    x = keras.layers.Masking()(inputs)
+    x = keras.layers.SimpleRNN(8, bias_initializer="uniform", return_sequences=True,
+                               name="simple_rnn")(x)
+    x = keras.layers.GRU(7, return_sequences=True, name="gru")(x)
+    x = keras.layers.Bidirectional(keras.layers.SimpleRNN(6, bias_initializer="uniform"),
+                                   name="bi")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3)(x))
+    server = export_onnx(model, tmp_path / "server.onnx", batch_size=64)
+    small = export_onnx(model, tmp_path / "small.onnx", batch_size=1)
+    assert json.loads(load(server).metadata[FORMS_METADATA]) == {
+        "simple_rnn": "Loop", "gru": "native operator", "bi": "Loop"}
+    assert json.loads(load(server).metadata[RUNTIMES_METADATA]) == ["onnxruntime"]
+    import onnx
+
+    def operators(path):
+        return {node.op_type for node in onnx.load(path).graph.node}
+
+    assert {"Loop", "GRU"} <= operators(server) and "RNN" not in operators(server)
+    assert {"RNN", "GRU"} <= operators(small) and "Loop" not in operators(small)
+    x = np.random.default_rng(0).normal(size=(64, 9, 5)).astype(np.float32)
+    x[:16, 6:] = 0  # padding at the end,
+    x[16:32, :2] = 0  # at the start,
+    x[32:48, 3:5] = 0  # in the middle of rows
+    for path in (server, small):
+        report = verify(model, path, x)
+        assert report.passed, str(report)
+    with pytest.raises(ValueError, match="batch_size"):
+        export_onnx(model, tmp_path / "bad.onnx", batch_size=0)
+
+
 def test_export_does_not_change_the_model(tmp_path):
     model = lecture_model("gru", "many_to_one", "stacked", "one_hot")
     x = np.random.default_rng(0).normal(size=(2, SEQ_LEN, 6)).astype(np.float32)

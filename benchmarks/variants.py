@@ -103,8 +103,9 @@ def main():
         model = build_model(cell=cell, input_size=FEATURES, hidden_size=HIDDEN, output_size=10,
                             seq_len=None)
         for layer in model.layers:  # nonzero biases, as trained models have
-            if getattr(layer, "bias", None) is not None:
-                layer.bias.assign(rng.uniform(-0.5, 0.5, layer.bias.shape))
+            owner = getattr(layer, "cell", layer)  # a recurrent layer's cell holds its bias
+            if getattr(owner, "bias", None) is not None:
+                owner.bias.assign(rng.uniform(-0.5, 0.5, owner.bias.shape))
         expected = np.asarray(model(held_out))
         results, peers = [], {}
         for fmt, label, write, is_peer in variants(cell, model, directory, calibration):

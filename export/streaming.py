@@ -322,7 +322,8 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inpu
         layer.channel = channel
         return layer
 
-    graph = clone_with(model, with_channel, batched_dense=batched_dense, time_distributed=whole)
+    graph = clone_with(_free_time(model, context_inputs), with_channel,
+                       batched_dense=batched_dense, time_distributed=whole)
     whole = [name in context_inputs for name, _, _ in input_specs(model)]
     input_count = len(whole)
     names = output_names(model)
@@ -344,6 +345,22 @@ def _step_function(model, layout, stand_in, *, batched_dense: bool, context_inpu
         return outputs
 
     return step
+
+
+def _free_time(model, context_inputs=()):
+    """`model` itself, or, when a streamed input has a fixed time axis (`keras.Input((50, 8))`),
+    the same layers called on inputs of any length: a step feeds one step at a time, which
+    Keras's input check would refuse against the fixed length."""
+    specs = input_specs(model)
+    fixed = [name for name, shape, _ in specs
+             if name not in context_inputs and len(shape) > 1 and shape[1] is not None]
+    if not fixed:
+        return model
+    inputs = [keras.Input(shape=(None,) + tuple(shape[2:]) if name in fixed else shape[1:],
+                          dtype=dtype, name=name)
+              for name, shape, dtype in specs]
+    return keras.models.clone_model(model, input_tensors=inputs if len(inputs) > 1 else inputs[0],
+                                    clone_function=lambda layer: layer)
 
 
 def _step_specs(model, layout, batch, context_inputs=()):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_outputs_close, runtimes_for
+from helpers import assert_outputs_close, first_fast, runtimes_for
 
 from export import vocabulary_metadata
 from export.parity.tolerances import ONNX_TOLERANCE, TFLITE_TOLERANCE
@@ -318,3 +318,25 @@ def test_steps_that_read_other_steps_through_operations_or_attention_are_refused
     scaled = keras.ops.multiply(keras.layers.SimpleRNN(3, return_sequences=True)(inputs), 2.0)
     export_step(keras.Model(inputs, scaled), tmp_path / "m.step.onnx")
     assert [path.name for path in tmp_path.iterdir()] == ["m.step.onnx"]
+
+
+@pytest.mark.parametrize("fmt", first_fast(list(FORMATS)))
+def test_a_model_of_fixed_length_streams(tmp_path, fmt):
+    """A model built on `keras.Input((12,))` (the sentiment lecture's fixed length) streams
+    step by step: the step model takes one step, which Keras's own input check would refuse
+    against the fixed length."""
+    import keras
+
+    from export.parity import verify_step
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((12,), dtype="int32"), keras.layers.Embedding(9, 4, mask_zero=True),
+        keras.layers.GRU(5, bias_initializer="uniform"), keras.layers.Dense(2)])
+    path = export_step(model, tmp_path / f"m.step.{fmt}", batch_size=3)
+    ids = np.random.default_rng(0).integers(1, 9, (3, 12)).astype(np.int32)
+    streamed = _stream(StepModel(path), ids)[:, -1]  # the last step's output: the sequence's
+    assert_outputs_close(fmt, streamed, np.asarray(model(ids)), FORMATS[fmt])
+    report = verify_step(model, path)
+    # judged on sequences of the model's own length
+    assert report.passed and [shape[1] for shape in report.cases] == [12], str(report)

@@ -296,7 +296,7 @@ def verify_step(model, path, inputs=None, *, tolerance: float | None = None,
                              f"(n, steps{', ...' if len(shape) > 2 else ''}) like the model's "
                              f"input {shape}.")
         cases.append(("given", given.astype(step_model.input_dtype)))
-    for length in (1, 7):
+    for length in (1, 7) if shape[1] is None else (shape[1],):  # a fixed length: that one
         if inputs is not None:  # drawn like the given sequences: their steps in new rows
             given = cases[0][1]
             rows = rng.integers(0, len(given), (batch, length))

@@ -201,6 +201,7 @@ def refusal_files(tmp_path_factory):
     (["strings.keras"], "are strings, read by \\['lookup'\\].*ship the vocabulary"),
     (["plain.keras", "--batch-size", "0"], "--batch-size must be from 1"),
     (["plain.keras", "--quantize", "int8"], "needs --calibration"),
+    (["plain.keras", "--verify", "--min-agreement", "1.5"], "--min-agreement is a share"),
     (["bidirectional.keras", "--step"], "cannot be streamed step by step: 'bidirectional' "
                                         "\\(Bidirectional\\) reads the sequence backwards"),
 ])

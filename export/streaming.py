@@ -401,14 +401,7 @@ def graph_step_tflite(model, *, batch_size: int, metadata: dict | None,
                                         context_inputs)
     tf = load_tensorflow()
     converter = frozen_converter(frozen, specs, names)
-    mode.configure(converter, tf, calibration)
-    if mode.needs_calibration:
-        # One scale per tensor, not per output channel: the same agreement on the trained
-        # sentiment LSTM and on the medium models (96.9% vs 96.8% of steps' argmax after
-        # 50 steps with the state fed back, random weights), and 1.08x instead of 1.27x the
-        # parameter count in bytes: a channel's scale and zero point take 12 bytes beside
-        # its int8 weights. (The converter's switch for it has no public name.)
-        converter._experimental_disable_per_channel = True
+    mode.configure(converter, tf, calibration)  # (int8: one scale per tensor, export.formats)
     flatbuffer = convert(converter, [layer.name for layer in all_layers(model)])
     return add_metadata(flatbuffer, {**(metadata or {}), STATES_METADATA: json.dumps(layout)},
                         io_names=([spec.name for spec in specs], names),

@@ -118,22 +118,12 @@ def verify(
         for name, (difference, scale) in judged[other][3].items():
             _track_scaled(per_output, name, difference, scale)
     max_diff = max(differences)
-    every = agreements["given"] + agreements["held_out"]
-    agreement = float(np.concatenate(every).mean()) if every else None
+    agreement = _share(agreements["given"] + agreements["held_out"])
     quantized = bool(exported.quantized)
     held_out_agreement = None
     if quantized:
-        bound = QUANTIZED_MIN_AGREEMENT if min_agreement is None else min_agreement
-        if agreement is None:
-            raise ValueError(
-                "A quantized regression output (one unit) has no decisions to compare; "
-                "judge it with your own error metric on real data."
-            )
-        held_out_agreement = float(np.concatenate(agreements["held_out"]).mean())
-        if agreements["given"]:
-            agreement = float(np.concatenate(agreements["given"]).mean())
-        passed = (agreement >= bound and held_out_agreement >= HELD_OUT_MIN_AGREEMENT
-                  and nonfinite == 0)
+        agreement, held_out_agreement, bound, passed = _judged_on_decisions(
+            agreements, min_agreement, nonfinite)
         tolerance = None
     else:
         bound = None
@@ -321,21 +311,11 @@ def verify_step(model, path, inputs=None, *, tolerance: float | None = None,
             agreements[kind].append(expected.argmax(-1) == streamed.argmax(-1))
     max_diff = max(differences)
     quantized = bool(step_model.model.quantized)
-    every = agreements["given"] + agreements["held_out"]
-    agreement = float(np.concatenate([a.ravel() for a in every]).mean()) if every else None
+    agreement = _share(agreements["given"] + agreements["held_out"])
     held_out_agreement = bound = None
     if quantized:
-        if agreement is None:
-            raise ValueError(
-                "A quantized regression output (one unit) has no decisions to compare; "
-                "judge it with your own error metric on real data.")
-        bound = QUANTIZED_MIN_AGREEMENT if min_agreement is None else min_agreement
-        held_out_agreement = float(np.concatenate(
-            [a.ravel() for a in agreements["held_out"]]).mean())
-        if agreements["given"]:
-            agreement = float(np.concatenate([a.ravel() for a in agreements["given"]]).mean())
-        passed = (agreement >= bound and held_out_agreement >= HELD_OUT_MIN_AGREEMENT
-                  and nonfinite == 0)
+        agreement, held_out_agreement, bound, passed = _judged_on_decisions(
+            agreements, min_agreement, nonfinite)
         tolerance = None
     else:
         if tolerance is None:
@@ -348,6 +328,32 @@ def verify_step(model, path, inputs=None, *, tolerance: float | None = None,
         nonfinite_mismatches=nonfinite, held_out_agreement=held_out_agreement,
         scaled_diffs=_scaled(per_output, relative), relative_tolerance=relative,
     )
+
+
+def _share(agreements: list) -> float | None:
+    """The share of True among boolean arrays of any shapes (None for none)."""
+    if not agreements:
+        return None
+    return float(np.concatenate([np.ravel(agreement) for agreement in agreements]).mean())
+
+
+def _judged_on_decisions(agreements: dict, min_agreement, nonfinite: int):
+    """A quantized file's verdict, for `verify` and `verify_step`: the argmax agreement on the
+    given inputs (on every input when none were given) at least `min_agreement` (default
+    QUANTIZED_MIN_AGREEMENT), on the held-out ones HELD_OUT_MIN_AGREEMENT, and no NaN or inf
+    where Keras has none. Returns (agreement, held-out agreement, bound, passed)."""
+    agreement = _share(agreements["given"] + agreements["held_out"])
+    if agreement is None:
+        raise ValueError(
+            "A quantized regression output (one unit) has no decisions to compare; "
+            "judge it with your own error metric on real data."
+        )
+    bound = QUANTIZED_MIN_AGREEMENT if min_agreement is None else min_agreement
+    held_out = _share(agreements["held_out"])
+    if agreements["given"]:
+        agreement = _share(agreements["given"])
+    passed = agreement >= bound and held_out >= HELD_OUT_MIN_AGREEMENT and nonfinite == 0
+    return agreement, held_out, bound, passed
 
 
 def _streamed(model, name, step_model, sequences, batch: int, path):

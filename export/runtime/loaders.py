@@ -69,8 +69,7 @@ class TFLiteModel:
             and 1.4x for SimpleRNN, on a 2-core EPYC with 512 KB of L2 cache, and slower than
             the WHILE form; from batch 2 on XNNPACK is as fast or faster (1.2-1.5x at batch
             4-8, 2x at 64), and in step files (one copy of each weight) 1.2-1.7x faster. Apps
-            with their own
-            interpreter choose the same with `experimental_op_resolver_type=
+            with their own interpreter choose the same with `experimental_op_resolver_type=
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.
     """
 
@@ -80,7 +79,7 @@ class TFLiteModel:
                  allow_external_data: bool = False, runtime: str | None = None,
                  xnnpack: bool | None = None):
         # (allow_external_data: taken as every loader takes it; a .tflite file reads no other)
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
         if runtime not in (None, "litert"):
             raise ValueError(f"A .tflite file runs in LiteRT here; got runtime={runtime!r}.")
@@ -93,8 +92,6 @@ class TFLiteModel:
         if not trusted:
             check_tflite_in_child(self.content, self.path)
         def interpreter(delegate: bool):
-            from ai_edge_litert.interpreter import OpResolverType
-
             resolver = (OpResolverType.AUTO if delegate
                         else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
             try:
@@ -110,14 +107,19 @@ class TFLiteModel:
                 ) from error
             return opened
 
-        self._interpreter = interpreter(bool(xnnpack))
-        self.metadata = tflite_metadata(self.content, self.path)
-        if xnnpack is None:  # (the batch is read from the interpreter without the delegate)
+        try:  # read first, to open the interpreter once for most files ...
+            self.metadata, malformed = tflite_metadata(self.content, self.path), None
+        except ModelFileError as error:
+            self.metadata, malformed = {}, error
+        unrolled = "unrolled" in self.metadata.get(FORMS_METADATA, "")
+        self._interpreter = interpreter(not unrolled if xnnpack is None else xnnpack)
+        if malformed is not None:  # ... but a file LiteRT refuses is reported as that first
+            raise malformed
+        if xnnpack is None:  # an unrolled file: its batch read without the delegate
             batches = {int(detail["shape"][0])
                        for detail in self._interpreter.get_input_details() if len(detail["shape"])}
-            unrolled = "unrolled" in self.metadata.get(FORMS_METADATA, "")
             xnnpack = not (unrolled and batches == {1})
-            if xnnpack:
+            if unrolled and xnnpack:
                 self._interpreter = interpreter(True)
         self.xnnpack = xnnpack
         signatures = self._interpreter.get_signature_list()

@@ -408,7 +408,7 @@ def graph_step_tflite(model, *, batch_size: int, metadata: dict | None,
                         lean=mode.needs_calibration)
 
 
-# calibration samples an int8 step model is converted with at most (the converter runs each
+# calibration batches an int8 step model is converted with at most (the converter runs each
 # through TensorFlow's interpreter: about 0.3 ms a step on the medium models)
 MAX_CALIBRATION_STEPS = 2000
 
@@ -416,9 +416,10 @@ MAX_CALIBRATION_STEPS = 2000
 def _step_calibration(model, layout, data, batch_size: int, context_inputs=()):
     """The int8 calibration of a step model: the float step model (traced with any batch) is
     run over the whole sequences `data` from zero states, as a device runs it, and each step's
-    inputs and the states it was given become one sample, yielded by input name in the file's
-    batch (evenly thinned to `MAX_CALIBRATION_STEPS`). The ranges of the states are what the
-    int8 file needs most; a state the float step never reaches would be clipped."""
+    inputs and the states it was given become one sample (evenly thinned to
+    `MAX_CALIBRATION_STEPS` batches), checked and yielded by input name in the file's batch by
+    `calibration_batches`, as a full-sequence file's calibration is. The ranges of the states
+    are what the int8 file needs most; a state the float step never reaches would be clipped."""
     import numpy as np
 
     from export.model.signature import freeze
@@ -451,35 +452,27 @@ def _step_calibration(model, layout, data, batch_size: int, context_inputs=()):
                   step_specs)
     names = sorted(output_names(model) + [state_output_name(i) for i in range(len(layout))])
     states = [np.zeros((rows, units), np.float32) for _, units in layout]
-    samples = []
+    given_states = []  # per step: the states it was given
     for t in range(length):
         feeds = {name: (whole[name] if name not in streamed else whole[name][:, t])
                  for name, _, _ in specs}
+        given_states.append(states)
         feeds.update({state_input_name(i): state for i, state in enumerate(states)})
-        samples.append(feeds)
         results = step(*[tf.constant(feeds[spec.name]) for spec in step_specs])
         if not isinstance(results, dict):
             results = dict(zip(names, tf.nest.flatten(results)))
         states = [np.asarray(results[state_output_name(i)]) for i in range(len(layout))]
-    count = len(samples) * -(-rows // batch_size)
-    keep = max(1, count // MAX_CALIBRATION_STEPS)
-
-    def batches():
-        index = 0
-        for feeds in samples:
-            for start in range(0, rows, batch_size):
-                index += 1
-                if index % keep:
-                    continue
-                chunk = {}
-                for name, value in feeds.items():
-                    part = value[start:start + batch_size]
-                    if len(part) < batch_size:  # repeat rows to fill the fixed batch
-                        part = np.resize(part, (batch_size,) + part.shape[1:])
-                    chunk[name] = part
-                yield chunk
-
-    return batches
+    # the samples (step, row), evenly thinned, then checked and batched as any calibration
+    samples = np.arange(length * rows)[::max(1, length * rows // (
+        MAX_CALIBRATION_STEPS * batch_size))]
+    at, row = np.divmod(samples, rows)
+    chosen = {name: whole[name][row, at] if name in streamed else whole[name][row]
+              for name, _, _ in specs}
+    chosen.update({state_input_name(i): np.stack([given[i] for given in given_states])[at, row]
+                   for i in range(len(layout))})
+    fixed = [(spec.name, tuple(spec.shape), spec.dtype.as_numpy_dtype)
+             for spec in _step_specs(model, layout, batch_size, context_inputs)]
+    return calibration_batches(fixed, chosen, batch_size)
 
 
 @for_export

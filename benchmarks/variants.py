@@ -4,8 +4,9 @@ batch, and agreement with Keras, against the files a user would write instead.
 For each cell (50 steps, 64 features, hidden 128, a Dense head per step; random seeded weights
 and biases), in one process:
 - TFLite: this project's float32 file (the form "auto" picks: unrolled), float16, dynamic,
-  int8 (unrolled; and the fused int8 LSTM), and the peer, Keras's own builtins-only LiteRT
-  route with a fixed batch (the converter's WHILE loop, `form="while"`);
+  int8 (the form "auto" picks: the WHILE loop; and unrolled, and the fused int8 LSTM), and the
+  peer, Keras's own builtins-only LiteRT route with a fixed batch (the converter's WHILE loop,
+  `form="while"`);
 - ONNX: this project's float32, float16 and dynamic (LSTM only: ONNX Runtime's quantizer leaves
   GRU and RNN operators in float32) files, the SimpleRNN file written for a server batch
   (`batch_size=64`: its Loop form), and the peer, tf2onnx's graph of the same model (what
@@ -64,7 +65,9 @@ def variants(cell, model, directory: Path, calibration):
     rows = [("tflite", "float32", tflite("float32"), False),
             ("tflite", "float16", tflite("float16", quantize="float16"), False),
             ("tflite", "dynamic", tflite("dynamic", quantize="dynamic"), False),
-            ("tflite", "int8", tflite("int8", quantize="int8"), False)]
+            ("tflite", "int8", tflite("int8", quantize="int8"), False),
+            ("tflite", "int8 unrolled", tflite("int8unrolled", quantize="int8",
+                                               form="unrolled"), False)]
     if cell == "lstm":
         rows.append(("tflite", "int8 fused", tflite("int8fused", quantize="int8", form="fused"),
                      False))

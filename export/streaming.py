@@ -46,7 +46,14 @@ from pathlib import Path
 from export._files import check_writable, write_atomic
 from export.model.layers import all_layers, describe_recurrent
 from export.model.rebuild import clone_with, for_export
-from export.model.signature import as_list, input_specs, output_names
+from export.model.signature import (
+    IDS_ADVICE,
+    as_list,
+    input_specs,
+    output_names,
+    string_inputs,
+    string_readers,
+)
 from export.model.state import state_labels, states_by_layer
 from export.onnx.splice import RecurrentMarker
 from export.runtime import state_input_name, state_output_name
@@ -148,6 +155,12 @@ def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
     why; returns the state layout `[(label, units), ...]` of the one that can."""
     model_inputs_outputs(model)
     names = [name for name, _, _ in input_specs(model)]
+    strings = string_inputs(model)
+    if strings:
+        raise UnsupportedModelError(
+            f"Model inputs {strings} are strings, read by {string_readers(model)}: step files "
+            "take numbers (the whole-sequence .tflite file keeps a StringLookup's table): "
+            + IDS_ADVICE)
     unknown = sorted(set(context_inputs) - set(names))
     if unknown or set(context_inputs) >= set(names):
         raise ValueError(f"context_inputs must name some of the model's inputs {names}, not "

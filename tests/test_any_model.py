@@ -6,7 +6,8 @@ file is run in each runtime it claims and compared with the Keras model itself.
 - softsign, softplus and elu: native in both formats;
 - a recurrent layer called twice (one call masked, one not): one operator per call;
 - dropout and recurrent dropout in the WHILE form and inside TimeDistributed;
-- a subclassed model called on data;
+- a subclassed model called on data: its recurrent layers native;
+- string inputs read by a StringLookup (TFLite keeps the table);
 - half precision (mixed_float16, float16, mixed_bfloat16): files computing in float32, judged
   within the half type's bound, and a wrong file still failing it;
 - uint8, int64 and float16 inputs.
@@ -228,19 +229,23 @@ def test_a_recurrent_layer_inside_time_distributed_streams_whole_per_step(tmp_pa
     assert report.passed, str(report)
 
 
-@pytest.mark.slow
-def test_a_subclassed_model_exports_as_keras_traces_it(tmp_path):
-    """The TensorFlow text-generation tutorial's shape of model: `call(inputs, states=None,
-    return_state=False, training=False)` over Embedding, GRU and Dense, called on data once.
-    Its GRU sits in Python code no rebuild reaches: the converter's form, named so."""
+def _subclassed(kind):
+    """A subclassed model called on data, and its inputs. "char": the TensorFlow
+    text-generation tutorial's shape, `call(inputs, states=None, return_state=False,
+    training=False)` over Embedding, GRU and Dense; "masked": Embedding(mask_zero=True), a
+    Bidirectional LSTM and a GRU, padding at the start and in the middle of rows; "wrapper":
+    a subclassed model around a functional encoder (Masking, SimpleRNN)."""
     import keras
+
+    keras.utils.set_random_seed(9)
+    rng = np.random.default_rng(1)
+    uniform = {"bias_initializer": "uniform"}
 
     class CharModel(keras.Model):
         def __init__(self):
             super().__init__()
             self.embedding = keras.layers.Embedding(12, 4)
-            self.gru = keras.layers.GRU(6, return_sequences=True, return_state=True,
-                                        bias_initializer="uniform")
+            self.gru = keras.layers.GRU(6, return_sequences=True, return_state=True, **uniform)
             self.dense = keras.layers.Dense(12)
 
         def call(self, inputs, states=None, return_state=False, training=False):
@@ -249,15 +254,93 @@ def test_a_subclassed_model_exports_as_keras_traces_it(tmp_path):
             x = self.dense(x, training=training)
             return (x, states) if return_state else x
 
-    keras.utils.set_random_seed(9)
-    model = CharModel()
-    ids = np.random.default_rng(1).integers(0, 12, (2, 8)).astype(np.int32)
-    model(ids)
+    class MaskedModel(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.embedding = keras.layers.Embedding(12, 4, mask_zero=True)
+            self.encoder = keras.layers.Bidirectional(
+                keras.layers.LSTM(5, return_sequences=True, **uniform))
+            self.gru = keras.layers.GRU(3, **uniform)
+
+        def call(self, inputs, training=False):
+            return self.gru(self.encoder(self.embedding(inputs)))
+
+    class Wrapper(keras.Model):
+        def __init__(self):
+            super().__init__()
+            features = keras.Input((None, 3))
+            self.encoder = keras.Model(features, keras.layers.SimpleRNN(4, **uniform)(
+                keras.layers.Masking()(features)))
+            self.head = keras.layers.Dense(2)
+
+        def call(self, inputs):
+            return self.head(self.encoder(inputs))
+
+    if kind == "wrapper":
+        x = _sequences((2, 6, 3))
+        x[0, 4:], x[1, 1] = 0, 0
+        model = Wrapper()
+    else:
+        x = rng.integers(1, 12, (2, 8)).astype(np.int32)
+        x[0, :3], x[1, 3:5] = 0, 0
+        model = CharModel() if kind == "char" else MaskedModel()
+    model(x)
+    return model, x
+
+
+@pytest.mark.parametrize("kind", first_fast(("masked", "char", "wrapper")))
+def test_a_subclassed_models_recurrent_layers_get_native_forms(tmp_path, kind):
+    """A subclassed model is traced as Keras's exporters trace it (its Python `call` run on
+    its inputs), with each built-in recurrent layer it calls swapped for its native form: the
+    unrolled loop in TFLite, the RNN/LSTM/GRU operator in ONNX (no Loop), masks as Keras
+    applies them."""
+    import onnx
+
+    model, x = _subclassed(kind)
+    native = {"tflite": "unrolled", "onnx": "native operator"}
     for path in (export_tflite(model, tmp_path / "m.tflite", batch_size=2),
                  export_onnx(model, tmp_path / "m.onnx")):
-        assert list(_forms(path).values()) in (["converter loop"], ["Loop"]), _forms(path)
-        _assert_matches_keras(model, path, ids, TOLERANCE[path.suffix[1:]])
-        assert verify(model, path).passed
+        fmt = path.suffix[1:]
+        assert set(_forms(path).values()) == {native[fmt]}, _forms(path)
+        _assert_matches_keras(model, path, x, TOLERANCE[fmt])
+        report = verify(model, path, x)
+        assert report.passed, str(report)
+    op_types = {node.op_type for node in onnx.load(tmp_path / "m.onnx").graph.node}
+    assert "Loop" not in op_types and op_types & {"RNN", "LSTM", "GRU"}, op_types
+    assert all("call" not in vars(layer) for layer in model._flatten_layers())  # put back
+
+
+def test_a_subclassed_models_cell_run_by_its_own_loop_keeps_the_converters_form(tmp_path):
+    """A layer whose cell the model's Python steps itself (the layer never called) is not
+    reported native: its steps are the model's own code, as traced."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+
+    class CellSteps(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.gru = keras.layers.GRU(4, return_sequences=True, bias_initializer="uniform")
+            self.lstm = keras.layers.LSTM(4, bias_initializer="uniform")
+
+        def build(self, input_shape):
+            self.gru.build(input_shape)
+            self.lstm.build(input_shape[:2] + (4,))
+
+        def call(self, inputs):
+            x = self.gru(inputs)
+            states = [keras.ops.zeros((keras.ops.shape(x)[0], 4))] * 2
+            for step in range(x.shape[1]):
+                outputs, states = self.lstm.cell(x[:, step], states)
+            return outputs
+
+    model = CellSteps()
+    x = _sequences((2, 5, 3))
+    model(x)
+    path = export_onnx(model, tmp_path / "m.onnx")
+    forms = _forms(path)
+    assert forms == {model.gru.name: "native operator", model.lstm.name: "converter loop"}, forms
+    _assert_matches_keras(model, path, x, ONNX_TOLERANCE)
 
 
 def _half_model(kind):
@@ -366,3 +449,95 @@ def test_a_model_saved_under_the_jax_backend_exports_with_jaxs_answer(tmp_path):
                  export_onnx(model, tmp_path / "m.onnx")):
         for runtime, outputs in _outputs_everywhere(path, {"inputs": JAX_IDS}).items():
             assert_outputs_close(runtime, outputs["outputs"], expected, TOLERANCE[path.suffix[1:]])
+
+
+def _token_model(vocabulary, *, stateful=False, seed=12):
+    """Tokens -> StringLookup (mask token "") -> masked Embedding -> GRU -> Dense: a model
+    that takes the words themselves."""
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    words = keras.Input((6,), dtype="string", batch_size=4 if stateful else None)
+    ids = keras.layers.StringLookup(vocabulary=vocabulary, mask_token="", name="lookup")(words)
+    x = keras.layers.Embedding(len(vocabulary) + 2, 4, mask_zero=True)(ids)
+    x = keras.layers.GRU(5, bias_initializer="uniform", stateful=stateful)(x)
+    return keras.Model(words, keras.layers.Dense(3)(x))
+
+
+# known tokens, one never seen, one beyond ASCII, the mask token "" at the start, end and middle
+TOKENS = np.array([["", "", "the", "cat", "sat", "down"],
+                   ["dog", "ran", "", "", "", ""],
+                   ["the", "", "zebra", "été", "dog", ""],
+                   ["a", "dog", "sat", "the", "cat", "ran"]])
+VOCABULARY = ["a", "cat", "dog", "down", "ran", "sat", "the", "été"]
+
+
+@pytest.mark.parametrize("form, stateful", [
+    ("unrolled", False), pytest.param("while", False, marks=pytest.mark.slow),
+    pytest.param("unrolled", True, marks=pytest.mark.slow)])
+def test_a_string_lookup_model_exports_to_tflite_with_its_table(tmp_path, form, stateful):
+    """The TFLite file keeps the StringLookup's table (HASHTABLE builtins) and takes the
+    strings themselves, as Keras's builtins-only LiteRT export does; verify draws its tokens
+    from the vocabulary, unseen and non-ASCII ones, and catches a file of a model whose
+    vocabulary is in another order (the same weights reading other ids)."""
+    from export.runtime import operator_names
+
+    model = _token_model(VOCABULARY, stateful=stateful)
+    path = export_tflite(model, tmp_path / "m.tflite", batch_size=4, form=form)
+    assert {"HASHTABLE", "HASHTABLE_FIND"} <= set(operator_names(path.read_bytes()))
+    loaded = load(path)
+    for call in range(2 if stateful else 1):  # a stateful file carries its state on
+        assert_outputs_close(f"{form} call {call}", loaded.run(TOKENS),
+                             np.asarray(model(TOKENS, training=False)), TFLITE_TOLERANCE)
+    assert loaded.run(TOKENS.astype(object)).shape == (4, 3)  # str objects and bytes alike
+    report = verify(model, path, TOKENS)
+    assert report.passed, str(report)
+    shuffled = _token_model(VOCABULARY[::-1], stateful=stateful)
+    shuffled.set_weights(model.get_weights())
+    wrong = verify(shuffled, path, TOKENS)
+    assert not wrong.passed, f"a file of another vocabulary order passed: {wrong}"
+
+
+def test_string_inputs_are_refused_where_no_builtin_reads_them(tmp_path):
+    """ONNX (tf2onnx's lookup table does not load in ONNX Runtime), step files, int8
+    calibration and TextVectorization's text ops (regular expressions, splitting): one line
+    each naming the layer and what to do, no file written."""
+    import keras
+
+    from export.streaming import export_step
+    from keras_rnn.structure import UnsupportedModelError
+
+    model = _token_model(VOCABULARY)
+    with pytest.raises(UnsupportedModelError, match=r"strings, read by \['lookup'\]: .onnx"):
+        export_onnx(model, tmp_path / "m.onnx")
+    with pytest.raises(UnsupportedModelError, match="step files take numbers"):
+        export_step(model, tmp_path / "m.step.tflite")
+    with pytest.raises(UnsupportedModelError, match="int8' calibrates numbers only"):
+        export_tflite(model, tmp_path / "m.tflite", batch_size=4, quantize="int8",
+                      representative_data=TOKENS)
+    text = keras.Input((1,), dtype="string")
+    vectorize = keras.layers.TextVectorization(max_tokens=20, output_sequence_length=6,
+                                               name="vectorize")
+    vectorize.adapt(["the cat sat", "a dog ran far away"])
+    x = keras.layers.Embedding(20, 4, mask_zero=True)(vectorize(text))
+    sentences = keras.Model(text, keras.layers.LSTM(3)(x))
+    with pytest.raises(ValueError, match=r"read by \['vectorize'\], which need .*StringSplit"
+                                         r".* ops TFLite has no builtin for"):
+        export_tflite(sentences, tmp_path / "m.tflite", batch_size=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_string_input_file_refuses_numbers_and_lost_bytes(tmp_path):
+    """The runtime feeds text as UTF-8; numbers, a token ending in a NUL byte (which a NumPy
+    bytes array would silently drop) and text UTF-8 cannot encode are refused in one line."""
+    path = export_tflite(_token_model(VOCABULARY), tmp_path / "m.tflite", batch_size=4)
+    loaded = load(path)
+    with pytest.raises(ValueError, match="expects strings for input; got int64"):
+        loaded.run(np.zeros((4, 6), np.int64))
+    nul = TOKENS.astype(object)
+    nul[0, 0] = "cat\0"
+    with pytest.raises(ValueError, match="ending in a NUL byte"):
+        loaded.run(nul)
+    nul[0, 0] = "\ud800"  # a lone surrogate: Keras (TensorFlow) cannot take it either
+    with pytest.raises(ValueError, match="not valid text"):
+        loaded.run(nul)

@@ -50,10 +50,14 @@ def cell_runs(description) -> list:
     return [description]
 
 
-def recurrent_forms(model, native: str) -> dict:
+def recurrent_forms(model, native: str, graph=None) -> dict:
     """Which form each recurrent layer got: `native` for the built-in ones, the converter's
-    own loop for the rest (custom cells, ConvLSTM)."""
+    own loop for the rest (custom cells, ConvLSTM). Inside a subclassed model, `native` for
+    the layers whose stand-in ran when `graph` (the rebuilt model the file was traced from)
+    was traced (`export.model.rebuild.SwappedCalls`), the converter's loop for the others."""
     forms = {}
+    swapped = {layer.name: layer for layer in (all_layers(graph) if graph is not None else [])
+               if hasattr(layer, "ran_natively")}
     for layer in all_layers(model):
         if isinstance(layer, keras.layers.TimeDistributed):  # the layer it runs at each step
             layer = layer.layer
@@ -65,9 +69,44 @@ def recurrent_forms(model, native: str) -> dict:
         elif _is_recurrent(layer):
             forms[layer.name] = "converter loop"
         elif isinstance(layer, keras.Model):  # subclassed: its call is Python, traced whole
-            forms.update((inner.name, "converter loop") for inner in sublayers(layer)
-                         if _is_recurrent(inner))
+            ran = swapped[layer.name].ran_natively if layer.name in swapped else set()
+            forms.update((inner.name, native if inner.name in ran else "converter loop")
+                         for inner in sublayers(layer) if _is_recurrent(inner)
+                         and not _inside_recurrent(inner, layer))
     return forms
+
+
+def recurrent_descriptions(model) -> list:
+    """The descriptions of the recurrent layers that get a native form: the model's own and
+    those inside its subclassed models (`swappable_layers`)."""
+    found = []
+    for layer in all_layers(model):
+        description = describe_recurrent(layer)
+        if description is not None:
+            found.append(description)
+        elif isinstance(layer, keras.Model) and not is_graph_model(layer):
+            found.extend(map(describe_recurrent, swappable_layers(layer)))
+    return found
+
+
+def swappable_layers(model) -> list:
+    """The built-in recurrent layers a subclassed `model` holds (at any depth, not inside
+    another recurrent layer or a TimeDistributed): the layers its Python `call` may call,
+    which `export.model.rebuild.SwappedCalls` runs in native form."""
+    found = []
+    for layer in model._flatten_layers(include_self=False, recursive=False):
+        if describe_recurrent(layer) is not None:
+            found.append(layer)
+        elif not (_is_recurrent(layer) or isinstance(layer, keras.layers.TimeDistributed)):
+            found.extend(swappable_layers(layer))
+    return found
+
+
+def _inside_recurrent(inner, model) -> bool:
+    """True for a layer held by a recurrent layer inside `model` (a Bidirectional's
+    directions), which has no form of its own."""
+    return any(inner in sublayers(outer) for outer in sublayers(model)
+               if outer is not inner and _is_recurrent(outer))
 
 
 def _is_recurrent(layer) -> bool:
@@ -77,7 +116,7 @@ def _is_recurrent(layer) -> bool:
 
 def all_layers(model):
     """The layers of `model`, nested functional and Sequential models flattened; a subclassed
-    model inside is one layer (its `call` is Python that no rebuild reaches: `sublayers`)."""
+    model inside is one layer (its `call` is Python: `sublayers`, `swappable_layers`)."""
     for layer in model.layers:
         if isinstance(layer, keras.Model) and is_graph_model(layer):
             yield from all_layers(layer)

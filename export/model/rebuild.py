@@ -15,7 +15,9 @@ cells, and `Bidirectional` of those), which become a `RecurrentStandIn` of the s
 
 Every other layer (convolutions, pooling, normalization, reshapes, merges, attention,
 TimeDistributed of anything, custom cells, ConvLSTM) is converted by the standard converter,
-as Keras computes it; masks flow between layers as Keras propagates them.
+as Keras computes it; masks flow between layers as Keras propagates them. A subclassed model
+inside (its `call` is Python) runs as it is, with its built-in recurrent layers' calls swapped
+for their stand-ins while it runs (`SwappedCalls`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 
-from export.model.layers import describe_recurrent, is_graph_model, sublayers
+from export.model.layers import describe_recurrent, is_graph_model, sublayers, swappable_layers
 from export.model.signature import exportable, first_line, float32_twin
 from export.model.state import state_sizes, state_variables
 from keras_rnn.quiet import load_tensorflow
@@ -123,6 +125,9 @@ def clone_with(model, stand_in, *, batched_dense: bool = False, time_distributed
                 and not getattr(layer, "lora_enabled", False)):
             return BatchedDense(layer)
         description = describe_recurrent(layer)
+        if description is None and isinstance(layer, keras.Model) and not is_graph_model(
+                layer) and swappable_layers(layer):
+            return SwappedCalls(layer, stand_in)
         return layer if description is None else stand_in(layer, description)
 
     try:
@@ -173,6 +178,53 @@ def for_export(function):
                 f"({type(error).__name__}: {first_line(error)}).") from error
 
     return wrapper
+
+
+class SwappedCalls(keras.layers.Layer):
+    """A subclassed model in the rebuilt graph: its own Python `call`, run with the `call` of
+    each built-in recurrent layer it holds swapped for its stand-in's while it runs, so the
+    layers it calls get the native forms (the model's code is not read, only run, as Keras's
+    exporters run it). A layer whose stand-in did not run (its cell used directly, say) keeps
+    the converter's form, and `ran_natively` says which did (`recurrent_forms`)."""
+
+    def __init__(self, original, stand_in):
+        super().__init__(name=original.name)
+        self.original = original
+        pairs = [(layer, stand_in(layer, describe_recurrent(layer)))
+                 for layer in swappable_layers(original)]
+        # (kept in a plain tuple: Keras would track the stand-ins' layers as this layer's)
+        object.__setattr__(self, "_swaps", tuple((layer, new) for layer, new in pairs
+                                                 if new is not layer))
+        self.ran_natively = set()
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.original.compute_output_spec(*args, **kwargs)
+
+    def call(self, *args, **kwargs):
+        with _swapped(self._swaps, self.ran_natively):
+            return self.original(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _swapped(swaps, ran: set):
+    """Each `(layer, stand_in)`: the layer's `call` is the stand-in's inside the block (an
+    instance attribute, which Keras's `Layer.__call__` calls after its mask and argument
+    handling); names of the layers called are added to `ran`."""
+    def calling(layer, stand_in):
+        def call(sequences, initial_state=None, mask=None, training=None):
+            ran.add(layer.name)
+            return stand_in.call(sequences, mask=mask, initial_state=initial_state,
+                                 training=training)
+        return call
+
+    try:
+        for layer, stand_in in swaps:
+            object.__setattr__(layer, "call", calling(layer, stand_in))
+        yield
+    finally:
+        for layer, _ in swaps:
+            if "call" in vars(layer):
+                object.__delattr__(layer, "call")
 
 
 class FlatTimeDistributed(keras.layers.Layer):

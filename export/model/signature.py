@@ -25,7 +25,8 @@ def exportable(model):
     the inputs it was built with (built anew on each call: a cached view would hold the model
     alive). Keras's own exporters trace a subclassed model's `call` the same way
     (`keras.src.export.export_utils`). Its recurrent layers are inside the model's own Python
-    `call`, which no rebuild can reach: they get the converter's own form (`recurrent_forms`).
+    `call`: the rebuild runs that call with each one's native form swapped in
+    (`export.model.rebuild.SwappedCalls`).
 
     Keras records the shapes, not the dtypes, a subclassed model was built with: the view
     takes int32 ids when the model's first layer is an Embedding and the model's float
@@ -139,23 +140,20 @@ def first_line(error) -> str:
 STRING_LAYERS = frozenset({"StringLookup", "TextVectorization", "Hashing", "HashedCrossing"})
 
 
-def check_exportable(model, *, carried_state: bool = True) -> None:
+def check_exportable(model, *, carried_state: bool = True, strings: bool = False) -> None:
     """Refuses, before any work, what no export path writes correctly, naming every layer.
     `carried_state=False` (ONNX, where the state travels as graph inputs and outputs that
-    only the built-in recurrent layers get) refuses every other stateful layer."""
+    only the built-in recurrent layers get) refuses every other stateful layer; `strings=False`
+    (ONNX, where tf2onnx writes no lookup table ONNX Runtime loads) refuses string inputs."""
     import keras
 
     model_inputs_outputs(model)
-    strings = [name for name, _, dtype in input_specs(model) if dtype == "string"]
-    if strings:
-        readers = [layer.name for layer in all_layers(model)
-                   if type(layer).__name__ in STRING_LAYERS] or ["the first layer"]
+    strings_read = string_inputs(model)
+    if strings_read and not strings:
         raise UnsupportedModelError(
-            f"Model inputs {strings} are strings, read by {readers}: the exported files take "
-            "numbers. Export the model from that layer's ids on (keras.Model(ids_input, "
-            "outputs) with the same layers after it) and ship the vocabulary in the file "
-            "(metadata=vocabulary_metadata(...), or --vocabulary), so the device maps its "
-            "strings to ids as the layer does.")
+            f"Model inputs {strings_read} are strings, read by {string_readers(model)}: .onnx "
+            "files take numbers (tf2onnx writes no string lookup table ONNX Runtime loads). "
+            f"Export to .tflite, which keeps a StringLookup's table in the file, or {IDS_ADVICE}")
     hidden = [inner.name for layer in all_layers(model) if isinstance(layer, keras.Model)
               for inner in sublayers(layer) if getattr(inner, "stateful", False)]
     if hidden:
@@ -178,6 +176,24 @@ def check_exportable(model, *, carried_state: bool = True) -> None:
         raise UnsupportedModelError(
             f"Model inputs {clashes} have the names the exported file gives the stateful "
             "layers' states: rename them with keras.Input(name=...).")
+
+
+# What a refusal of string inputs advises (the preprocessing kept out of the file)
+IDS_ADVICE = ("export the model from the preprocessing layer's ids on (keras.Model(ids_input, "
+              "outputs) with the same layers after it) and ship the vocabulary in the file "
+              "(metadata=vocabulary_metadata(...), or --vocabulary), so the device maps its "
+              "strings to ids as the layer does.")
+
+
+def string_inputs(model) -> list[str]:
+    """The names of the model's string inputs."""
+    return [name for name, _, dtype in input_specs(model) if dtype == "string"]
+
+
+def string_readers(model) -> list[str]:
+    """The layers that read the model's strings (its preprocessing layers)."""
+    return [layer.name for layer in all_layers(model)
+            if type(layer).__name__ in STRING_LAYERS] or ["the first layer"]
 
 
 def input_specs(model):

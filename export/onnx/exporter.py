@@ -116,7 +116,7 @@ def build_onnx(model, *, opset: int = DEFAULT_OPSET, metadata: dict | None = Non
     frozen = frozen_inference(graph, model, signature, lower_control_flow=False,
                               aggressive_inlining=True)
     shapes = dict(zip(names, (tuple(tensor.shape) for tensor in model.outputs)))
-    forms = recurrent_forms(model, "native operator")
+    forms = recurrent_forms(model, "native operator", graph)
     forms.update((name, "converter loop") for name in looped)
     metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
     layout = state_layout(model)

@@ -88,7 +88,9 @@ def held_out_cases(model, specs, exported, given, seed: int, *, batch=None) -> l
             file_shape = exported.inputs[name][0]
             shape = [batch] + [length if axis == 1 and size is None else (size or 8)
                                for axis, size in enumerate(file_shape[1:], start=1)]
-            if np.dtype(dtype).kind in "iu":
+            if dtype == "string":
+                value = _strings(layers, shape, rng)
+            elif np.dtype(dtype).kind in "iu":
                 value = rng.integers(1, max(vocabulary, 2), shape).astype(dtype)
             elif given is not None and is_one_hot(given[name]):
                 value = np.eye(shape[-1], dtype=np.float32)[rng.integers(0, shape[-1], shape[:-1])]
@@ -97,10 +99,33 @@ def held_out_cases(model, specs, exported, given, seed: int, *, batch=None) -> l
             if masked and len(shape) > 1 and shape[1] > 1:
                 if valid is None or valid.shape != tuple(shape[:2]):
                     valid = padding_patterns(shape[0], shape[1], rng)
-                value[~valid] = padding_value
+                value[~valid] = (_string_padding(layers) if dtype == "string"
+                                 else padding_value)
             case[name] = value
         cases.append(case)
     return cases
+
+
+# tokens no vocabulary holds (one empty, one beyond ASCII), drawn beside the known ones
+UNSEEN_TOKENS = ("", "never-seen", "\u00e9t\u00e9-\u4e2d")
+
+
+def _strings(layers, shape, rng) -> np.ndarray:
+    """Tokens for a string input: the StringLookup layers' vocabularies (their mask and
+    out-of-vocabulary tokens too) and tokens none of them knows."""
+    known = sorted({str(token) for layer in layers if type(layer).__name__ == "StringLookup"
+                    for token in layer.get_vocabulary()})
+    pool = np.array(known + list(UNSEEN_TOKENS), dtype=object)
+    return pool[rng.integers(0, len(pool), shape)]
+
+
+def _string_padding(layers) -> str:
+    """The padding token of a masked string input: the lookup's mask token (which it maps to
+    id 0), else a token it has never seen (which it maps to its first out-of-vocabulary id,
+    0 when it has no mask token)."""
+    lookups = [layer for layer in layers if type(layer).__name__ == "StringLookup"]
+    mask = next((layer.mask_token for layer in lookups if layer.mask_token is not None), None)
+    return mask if mask is not None else UNSEEN_TOKENS[1]
 
 
 def is_one_hot(inputs) -> bool:

@@ -37,6 +37,8 @@ def checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") -
                 f"{inputs.shape}. A .tflite file has a fixed batch and length: re-export with "
                 "batch_size=/seq_len=, or feed that shape."
             )
+    if np.dtype(dtype).kind == "S":  # a file that reads strings (a StringLookup's table)
+        return _strings(inputs, path, name)
     if inputs.dtype.kind not in "biuf":
         raise ValueError(f"{Path(path).name} expects numbers for {name}; got {inputs.dtype} "
                          "values.")
@@ -55,6 +57,31 @@ def checked_input(inputs, expected_shape, dtype, path, *, name: str = "input") -
             raise ValueError(f"{Path(path).name} got token id {int(inputs.max())} for {name}, "
                              f"beyond what its {np.dtype(dtype).name} input holds.")
     return np.ascontiguousarray(inputs, dtype=dtype)
+
+
+def _strings(inputs, path, name) -> np.ndarray:
+    """Text as the UTF-8 bytes LiteRT's string tensors hold (what TensorFlow's string inputs
+    hold for a Keras model given Python strings). A NumPy bytes array drops trailing NUL
+    bytes, so a token ending in one would be looked up as another token: refused."""
+    if inputs.dtype.kind not in "SUO":
+        raise ValueError(f"{Path(path).name} expects strings for {name}; got {inputs.dtype} "
+                         "values.")
+    encoded = []
+    for value in inputs.reshape(-1).tolist():
+        if isinstance(value, str):
+            try:  # (TensorFlow refuses a string UTF-8 cannot encode, so Keras has no answer)
+                value = value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{Path(path).name} got a string for {name} that is not valid "
+                                 f"text (UTF-8 cannot encode {value!r}).") from None
+        if not isinstance(value, bytes):
+            raise ValueError(f"{Path(path).name} expects strings for {name}; got a "
+                             f"{type(value).__name__} among them.")
+        if value.endswith(b"\0"):
+            raise ValueError(f"{Path(path).name} got a string ending in a NUL byte for {name}, "
+                             "which a string tensor would lose.")
+        encoded.append(value)
+    return np.array(encoded, dtype=np.bytes_).reshape(inputs.shape)
 
 
 @contextlib.contextmanager

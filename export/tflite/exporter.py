@@ -11,16 +11,19 @@ Models with `stateful=True` layers keep their state in the file between calls.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 
 from export._files import check_writable, write_atomic
 from export.formats import get_quantize_mode
-from export.model.layers import all_layers, describe_recurrent, recurrent_forms
+from export.model.layers import all_layers, recurrent_descriptions, recurrent_forms
 from export.model.rebuild import clone_with, for_export
 from export.model.signature import (
+    IDS_ADVICE,
     SINGLE_INPUT_NAME,
     SINGLE_OUTPUT_NAME,
     check_exportable,
@@ -28,6 +31,8 @@ from export.model.signature import (
     input_specs,
     named_inference,
     output_names,
+    string_inputs,
+    string_readers,
 )
 from export.model.state import state_layout, state_variables, stateful_batch, stateful_layers, states_reset
 from export.runtime import (
@@ -46,9 +51,9 @@ from export.tflite.forms import (
     fixed_shape_model,
     unrolled_stand_in,
 )
-from export.tflite.quantize import calibration_batches
+from export.tflite.quantize import calibration_batches, loops_calibrated
 from keras_rnn.quiet import load_tensorflow
-from keras_rnn.structure import read_model
+from keras_rnn.structure import UnsupportedModelError, read_model
 
 SERVE_SIGNATURE = "serve"  # a stateful file's inference signature (beside RESET_SIGNATURE)
 # A fixed-shape file whose largest activation (batch x steps x widest layer) is beyond this
@@ -125,8 +130,15 @@ def build_tflite(
 ) -> bytes:
     """The `.tflite` flatbuffer bytes for `model` (see `export_tflite`)."""
     mode = get_quantize_mode(quantize)
-    check_exportable(model)
+    check_exportable(model, strings=True)
+    strings = string_inputs(model)
     stateful = stateful_layers(model)
+    if strings and (mode.needs_calibration or form == "fused"):
+        raise UnsupportedModelError(
+            f"Model inputs {strings} are strings (read by {string_readers(model)}): "
+            + ("quantize='int8' calibrates numbers only; use quantize='dynamic' or "
+               "'float16', or quantize the model from the ids on." if mode.needs_calibration
+               else "form='fused' rebuilds numeric chains only; use 'unrolled' or 'while'."))
     batch_size = _batch_size(batch_size, model, stateful)
     if form == "fused" and stateful:
         raise ValueError(
@@ -134,8 +146,7 @@ def build_tflite(
             f"{[layer.name for layer in stateful]} (the tf-keras rebuild it needs drops it): use "
             "'unrolled' or 'while'.")
     specs = input_specs(model)
-    recurrent = [description for description in map(describe_recurrent, all_layers(model))
-                 if description is not None]
+    recurrent = recurrent_descriptions(model)
     lengths = seq_len if isinstance(seq_len, dict) else {  # the inputs of free length
         name: seq_len for name, shape, _ in specs if len(shape) > 1 and shape[1] is None}
     if not isinstance(seq_len, dict) and not lengths:
@@ -146,7 +157,13 @@ def build_tflite(
                          f"{[name for name, _, _ in specs]}.")
     seq_len = max((length for length in lengths.values() if length is not None), default=None)
     own = _own_seq_len(specs)
-    form = choose_form(recurrent, seq_len if seq_len is not None else own, form, quantize)
+    form = choose_form(recurrent, seq_len if seq_len is not None else own, form, quantize,
+                       stateful=bool(stateful))
+    if mode.needs_calibration and stateful and form == "while":
+        raise ValueError(
+            f"quantize={quantize!r} calibrates the 'while' form of models without stateful "
+            "layers only (a stateful file's state variables live across its calls): use "
+            "form='unrolled'.")
     fixed = []
     for name, shape, dtype in specs:
         length = _resolve_seq_len(
@@ -172,10 +189,12 @@ def build_tflite(
             return ([chunks[name] for name, _, _ in fixed] for chunks in by_name())
     layer_names = [layer.name for layer in all_layers(model)]
     tf = load_tensorflow()
+    graph = None  # the rebuilt model traced (for the forms its subclassed models' layers got)
     if stateful:
         graph = clone_with(model, unrolled_stand_in) if form == "unrolled" else model
         converter = _stateful_converter(graph, model, [
-            tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed])
+            tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed],
+            tables=bool(strings))
     elif form == "fused":
         structure = read_model(model)  # the tf-keras rebuild takes single chains
         converter = tf.lite.TFLiteConverter.from_keras_model(
@@ -186,19 +205,30 @@ def build_tflite(
         graph = clone_with(model, unrolled_stand_in) if form == "unrolled" else model
         names = output_names(model)
         signature = [tf.TensorSpec(shape, dtype, name=name) for name, shape, dtype in fixed]
-        frozen = frozen_inference(graph, model, signature)
-        converter = frozen_converter(frozen, signature, names)
+        if strings:  # (the lookup tables stay tables: see frozen_converter)
+            converter = frozen_converter(named_inference(graph, model), signature, names,
+                                         owners=[graph, model])
+        else:
+            converter = frozen_converter(frozen_inference(graph, model, signature), signature,
+                                         names)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     mode.configure(converter, tf, calibration)
-    with states_reset(model):  # the file starts from a reset state
-        flatbuffer = convert(converter, layer_names)
+    # (the converter's calibrator crashes on WHILE loops: calibrated by export.tflite.quantize)
+    loops = loops_calibrated() if mode.needs_calibration else contextlib.nullcontext()
+    with states_reset(model), loops:  # the file starts from a reset state
+        try:
+            flatbuffer = convert(converter, layer_names)
+        except TFLiteConversionError as error:
+            if not strings:
+                raise
+            raise _string_refusal(error, strings, model) from error
     if form == "fused" and "UNIDIRECTIONAL_SEQUENCE_LSTM" not in operator_names(flatbuffer):
         raise TFLiteConversionError(
             "The converter did not fuse this model's LSTM layers (it fuses unmasked LSTMs "
             "only): use form='unrolled' or form='while'."
         )
-    forms = recurrent_forms(model, FORM_NAMES[form])
+    forms = recurrent_forms(model, FORM_NAMES[form], graph)
     metadata = {**(metadata or {}), FORMS_METADATA: json.dumps(forms)}
     if stateful:
         # (every stateful layer's state lives in the file; the layout lists the built-in ones)
@@ -209,6 +239,17 @@ def build_tflite(
                         # the tf-keras rebuild names its tensors after its own layers
                         signature_names=(SINGLE_INPUT_NAME, SINGLE_OUTPUT_NAME)
                         if form == "fused" else None)
+
+
+def _string_refusal(error, strings, model) -> TFLiteConversionError:
+    """A model reading strings that the converter could not write with builtins: the string
+    layers, the ops they need, and what a file can hold instead."""
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", str(error.__cause__))))
+    return TFLiteConversionError(
+        f"Model inputs {strings} are strings, read by {string_readers(model)}, which need"
+        f"{' ' + ', '.join(ops) if ops else ''} ops TFLite has no builtin for: a .tflite file "
+        "keeps a StringLookup (whole tokens looked up in a table). Standardize and split the "
+        "text before the model (keras.Input of tokens into a StringLookup), or " + IDS_ADVICE)
 
 
 def _batch_size(batch_size, model, stateful) -> int:
@@ -226,7 +267,7 @@ def _batch_size(batch_size, model, stateful) -> int:
     return batch_size
 
 
-def _stateful_converter(graph, model, signature):
+def _stateful_converter(graph, model, signature, *, tables: bool = False):
     """The converter for a model with stateful layers: the state variables stay variables
     (READ_VARIABLE/ASSIGN_VARIABLE, builtins), read at the start of a call and assigned at
     its end, so LiteRT carries them from one invoke to the next as Keras does; a "reset"
@@ -251,6 +292,8 @@ def _stateful_converter(graph, model, signature):
     holder = tf.Module()  # owns every variable, so the converter can freeze or keep each
     # (Keras does not list a layer's state variables among the model's variables)
     holder.variables_ = [variable.value for variable in list(model.variables) + variables]
+    if tables:  # a model reading strings: its lookup tables found (see frozen_converter)
+        holder.owners = [graph, model]
     holder.serve = tf.function(serve, input_signature=signature, autograph=False)
     # "reset" sets the state to its inputs: zeros to reset, as layer.reset_state() does, or a
     # state saved earlier (LiteRT's own interpreter refuses a signature without inputs)

@@ -4,9 +4,10 @@
 every step's input projection, then per step the recurrent matmul and element-wise builtins, a
 SELECT per step where a mask is, exactly as Keras skips masked steps), the converter's WHILE
 loop, and the fused UNIDIRECTIONAL_SEQUENCE_LSTM kernel (through a tf-keras rebuild,
-`fixed_shape_model`). The unrolled form is the fastest builtin one measured here
-(`benchmarks/latency.py`) and the one the int8 calibrator handles (full-int8 calibration of a
-WHILE loop segfaults, TensorFlow issue 75140).
+`fixed_shape_model`). The unrolled form is the fastest float one measured here
+(`benchmarks/latency.py`); int8 files take the WHILE loop, calibrated by
+`export.tflite.quantize.loops_calibrated` (the converter's calibrator segfaults on it,
+TensorFlow issue 75140).
 """
 
 from __future__ import annotations
@@ -40,14 +41,15 @@ MAX_UNROLLED_STEPS = 1000  # beyond this the unrolled graph gets large and slow 
 MAX_AUTO_UNROLLED_CELL_STEPS = 500
 
 
-def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
+def choose_form(recurrent, seq_len, form: str = "auto", quantize=None, *,
+                stateful: bool = False) -> str:
     """The time-loop form of the .tflite file, for a model whose recurrent layers are
     `recurrent` (their `Recurrent`/`Bidirectional` descriptions).
 
     - `"unrolled"`: every step written out (FULLY_CONNECTED + element-wise ops). Fastest in
       `benchmarks/latency.py` for every cell at the lecture and medium sizes (LSTM included:
       1.3-1.5x the ONNX Runtime floor at 50 steps, hidden 128, against 2.1-2.2x for the fused
-      op), and what full-int8 calibration handles. Up to `MAX_UNROLLED_STEPS` steps.
+      op). Up to `MAX_UNROLLED_STEPS` steps.
     - `"while"`: the converter's own WHILE loop over one step; any length, a small file.
     - `"fused"`: `UNIDIRECTIONAL_SEQUENCE_LSTM`, the converter's fused LSTM kernel, which it
       emits only for models built with tf-keras (Keras 2); LSTM models only (TFLite has no
@@ -55,36 +57,36 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None) -> str:
 
     `"auto"` picks "unrolled" up to `MAX_AUTO_UNROLLED_CELL_STEPS` cell steps (steps times
     the recurrent directions of every layer: what the export's time and memory grow with) and
-    "while" beyond; int8 always unrolls (refused past `MAX_UNROLLED_STEPS`; `"fused"` takes
-    int8 too, the smallest int8 LSTM file: 1.06x its parameter count in bytes on the medium
-    LSTM, against 2.2x unrolled, whose per-step tensor tables and quantization parameters
-    repeat 50 times; its kernel computes the cell state in int16 and was 4.9x slower than the
-    fused float file when measured for issue 19). It never
-    picks "fused": the fused LSTM keeps its state in variable tensors that LiteRT carries from
-    one `invoke()` to the next, so a plain interpreter gives a wrong answer from the second
-    call on unless it calls `reset_all_variables()` first (`export.runtime` does).
+    "while" beyond. For int8 it picks "while" (calibrated by
+    `export.tflite.quantize.loops_calibrated`), the smallest int8 file: on the medium models
+    (50 steps, 64 features, hidden 128, a Dense head per step, `benchmarks/variants.py`) 1.11x
+    (LSTM) and 1.13x (GRU) the parameter count in bytes against 1.99x and 2.53x unrolled,
+    whose per-step tensor tables and quantization parameters repeat 50 times, with the same
+    agreement; unrolled int8 is the faster one there (1.1-2.8x at batch 1, 2.5-7.9x at 64;
+    for layers ending on the last state the loop was the faster, 1.8-2.6x at batch 1). A
+    model with stateful layers unrolls (the loop calibration runs stateless models). `"fused"` takes int8 too
+    (1.06x on the medium LSTM; its kernel computes the cell state in int16 and was 4.9x slower
+    than the fused float file when measured for issue 19). It never picks "fused": the fused
+    LSTM keeps its state in variable tensors that LiteRT carries from one `invoke()` to the
+    next, so a plain interpreter gives a wrong answer from the second call on unless it calls
+    `reset_all_variables()` first (`export.runtime` does).
     """
     if form not in FORMS:
         raise ValueError(f"Unknown form {form!r}: expected one of {FORMS}.")
     cells = {run.cell for layer in recurrent for run in cell_runs(layer)}
     calibrated = get_quantize_mode(quantize).needs_calibration
     if form == "auto":
+        if calibrated:
+            return "unrolled" if stateful else "while"
         directions = sum(len(cell_runs(layer)) for layer in recurrent)
-        if (seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS
-                or calibrated):
-            return "unrolled"  # (too long for int8: refused by _resolve_seq_len with advice)
+        if seq_len is None or seq_len * directions <= MAX_AUTO_UNROLLED_CELL_STEPS:
+            return "unrolled"
         return "while"
     if form == "fused" and cells != {"lstm"}:
         raise ValueError(
             f"form='fused' needs LSTM layers only (UNIDIRECTIONAL_SEQUENCE_LSTM); this model "
             f"has {sorted(cells)}. TFLite has no fused GRU or SimpleRNN kernel: use 'unrolled' "
             "or 'while'."
-        )
-    if form == "while" and calibrated:
-        raise ValueError(
-            f"quantize={quantize!r} cannot calibrate the {form!r} form here (the calibrator crashes "
-            "the process on TFLite WHILE loops, TensorFlow issue 75140): use form='unrolled' "
-            "(or 'fused' for LSTM models)."
         )
     return form
 

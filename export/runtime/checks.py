@@ -149,24 +149,29 @@ _CHILD_CHECK = r"""
 import sys
 content = sys.stdin.buffer.read()
 import numpy as np
-from ai_edge_litert.interpreter import Interpreter
+from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 def zeros(details):
     return np.zeros(details["shape"], details["dtype"])
 
-try:
-    interpreter = Interpreter(model_content=content, num_threads=1)
-    interpreter.allocate_tensors()
-    signatures = list(interpreter.get_signature_list())
-    if not signatures:
-        for details in interpreter.get_input_details():
-            interpreter.set_tensor(details["index"], zeros(details))
-        interpreter.invoke()
-    for key in signatures:  # each signature in an interpreter of its own
-        runner = Interpreter(model_content=content, num_threads=1).get_signature_runner(key)
-        runner(**{name: zeros(d) for name, d in runner.get_input_details().items()})
-except Exception:
-    pass  # an error, not a crash: the caller's own load reports it
+# on both kernel sets the loader may run the file on: XNNPACK and the builtin kernels
+for resolver in (OpResolverType.AUTO, OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES):
+    def opened():
+        return Interpreter(model_content=content, num_threads=1,
+                           experimental_op_resolver_type=resolver)
+    try:
+        interpreter = opened()
+        interpreter.allocate_tensors()
+        signatures = list(interpreter.get_signature_list())
+        if not signatures:
+            for details in interpreter.get_input_details():
+                interpreter.set_tensor(details["index"], zeros(details))
+            interpreter.invoke()
+        for key in signatures:  # each signature in an interpreter of its own
+            runner = opened().get_signature_runner(key)
+            runner(**{name: zeros(d) for name, d in runner.get_input_details().items()})
+    except Exception:
+        pass  # an error, not a crash: the caller's own load reports it
 """
 CHILD_TIMEOUT = 120  # seconds; one run on zeros of the largest exported model takes a few
 

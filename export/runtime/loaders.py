@@ -61,15 +61,18 @@ class TFLiteModel:
             opens it (`export.runtime.checks.check_tflite_in_child`): only for files you
             wrote, since a crafted file can crash the interpreter.
         xnnpack: run through LiteRT's default XNNPACK delegate (True) or its builtin kernels
-            (False). Default: the builtin kernels for an unrolled file of batch 1, XNNPACK
-            otherwise. XNNPACK packs a copy of the weights for each operator, so an unrolled
-            file's recurrent weights are copied once per step: on the medium models (50
-            steps, hidden 128) at batch 1 that measured 2.2-2.5x slower than the builtin
-            kernels for LSTM and GRU (2.1-2.6 against 0.9-1.0 ms; 1.6-2.0 against 0.7-0.8 ms)
-            and 1.4x for SimpleRNN, on a 2-core EPYC with 512 KB of L2 cache, and slower than
-            the WHILE form; from batch 2 on XNNPACK is as fast or faster (1.2-1.5x at batch
-            4-8, 2x at 64), and in step files (one copy of each weight) 1.2-1.7x faster. Apps
-            with their own interpreter choose the same with `experimental_op_resolver_type=
+            (False). Default: XNNPACK, except for an unrolled file of batch 1, which is timed
+            on both when it is opened and runs on the faster (`kernel_times` keeps the
+            medians, ms; a stateful file or one with string inputs, not run on zeros, keeps
+            the builtin kernels). XNNPACK packs a copy of the weights for each operator, so an
+            unrolled file's recurrent weights are copied once per step (11-14 MiB more memory
+            for the medium models: 50 steps, hidden 128), and which kernels win at batch 1
+            depends on the CPU's caches (`benchmarks/litert_kernels.py`): on a 2-core EPYC
+            with 512 KB of L2 XNNPACK was 2.2-2.5x slower than the builtin kernels for LSTM and
+            GRU; on one with 1 MiB of L2 and 32 MiB of L3 it was 1.4-1.9x faster. From batch 2
+            on XNNPACK was as fast or faster on the first (1.2-1.5x at batch 4-8, 2x at 64), and in
+            step files (one copy of each weight) 1.2-1.7x faster. Apps with their own
+            interpreter choose the builtin kernels with `experimental_op_resolver_type=
             OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.
     """
 
@@ -115,12 +118,19 @@ class TFLiteModel:
         self._interpreter = interpreter(not unrolled if xnnpack is None else xnnpack)
         if malformed is not None:  # ... but a file LiteRT refuses is reported as that first
             raise malformed
+        self.kernel_times = None
         if xnnpack is None:  # an unrolled file: its batch read without the delegate
             batches = {int(detail["shape"][0])
                        for detail in self._interpreter.get_input_details() if len(detail["shape"])}
             xnnpack = not (unrolled and batches == {1})
             if unrolled and xnnpack:
                 self._interpreter = interpreter(True)
+            elif unrolled and _timeable(self._interpreter, self.metadata, self.path):
+                delegated = interpreter(True)
+                self.kernel_times = _kernel_times(self._interpreter, delegated)
+                xnnpack = self.kernel_times["xnnpack"] < self.kernel_times["builtin"]
+                if xnnpack:
+                    self._interpreter = delegated
         self.xnnpack = xnnpack
         signatures = self._interpreter.get_signature_list()
         self.state_layout = stateful_layout(self.metadata, self.path)
@@ -356,6 +366,40 @@ class ONNXModel:
             results = self._engine.run(self.output_names + self._next_names, feeds)
         self._states = results[len(self.output_names):]
         return dict(zip(self.output_names, results))
+
+
+def _timeable(interpreter, metadata, path) -> bool:
+    """True for a file that can be run on zeros to time it: numeric inputs, no state carried
+    from call to call (a run would change it) and no fused LSTM's variable tensors."""
+    return (not stateful_layout(metadata, path)
+            and all(np.issubdtype(np.dtype(detail["dtype"]), np.number)
+                    for detail in interpreter.get_input_details()))
+
+
+KERNEL_TIMING_RUNS = (3, 9)  # runs of each interpreter at least and at most ...
+KERNEL_TIMING_BUDGET = 0.2  # ... and past the least, seconds spent in all
+
+
+def _kernel_times(builtin, delegated) -> dict:
+    """The median time (ms) of one run on zeros for each of two interpreters of the same
+    file, run in turn so that both see the same load on the machine."""
+    import time
+
+    times = {"builtin": [], "xnnpack": []}
+    for interpreter in (builtin, delegated):
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()  # the first run allocates and packs: not timed
+    started = time.perf_counter()
+    least, most = KERNEL_TIMING_RUNS
+    while len(times["builtin"]) < most and (
+            len(times["builtin"]) < least
+            or time.perf_counter() - started < KERNEL_TIMING_BUDGET):
+        for name, interpreter in (("builtin", builtin), ("xnnpack", delegated)):
+            began = time.perf_counter()
+            interpreter.invoke()
+            times[name].append((time.perf_counter() - began) * 1e3)
+    return {name: float(np.median(values)) for name, values in times.items()}
 
 
 def load(path, *, num_threads: int = 1, trusted: bool = False,

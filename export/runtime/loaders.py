@@ -127,10 +127,14 @@ class TFLiteModel:
                 self._interpreter = interpreter(True)
             elif unrolled and _timeable(self._interpreter, self.metadata, self.path):
                 delegated = interpreter(True)
-                self.kernel_times = _kernel_times(self._interpreter, delegated)
-                xnnpack = self.kernel_times["xnnpack"] < self.kernel_times["builtin"]
-                if xnnpack:
-                    self._interpreter = delegated
+                try:
+                    self.kernel_times = _kernel_times(self._interpreter, delegated)
+                except Exception:  # LiteRT's RuntimeError: a file that cannot run on zeros
+                    pass  # keeps the builtin kernels; its own runs report why
+                else:
+                    xnnpack = self.kernel_times["xnnpack"] < self.kernel_times["builtin"]
+                    if xnnpack:
+                        self._interpreter = delegated
         self.xnnpack = xnnpack
         signatures = self._interpreter.get_signature_list()
         self.state_layout = stateful_layout(self.metadata, self.path)

@@ -52,7 +52,7 @@ from export.model.signature import (
     input_specs,
     output_names,
     string_inputs,
-    string_readers,
+    strings_read,
 )
 from export.model.state import state_labels, states_by_layer
 from export.onnx.splice import RecurrentMarker
@@ -158,9 +158,8 @@ def check_streams(model, context_inputs=()) -> list[tuple[str, int]]:
     strings = string_inputs(model)
     if strings:
         raise UnsupportedModelError(
-            f"Model inputs {strings} are strings, read by {string_readers(model)}: step files "
-            "take numbers (the whole-sequence .tflite file keeps a StringLookup's table): "
-            + IDS_ADVICE)
+            f"{strings_read(model, strings)}: step files take numbers (the whole-sequence "
+            ".tflite file keeps a StringLookup's table): " + IDS_ADVICE)
     unknown = sorted(set(context_inputs) - set(names))
     if unknown or set(context_inputs) >= set(names):
         raise ValueError(f"context_inputs must name some of the model's inputs {names}, not "

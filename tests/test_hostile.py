@@ -17,6 +17,7 @@ import pytest
 from export import export_onnx, export_tflite, verify
 from export._files import STAGING_PREFIX, write_atomic
 from export.runtime import ModelFileError, StepModel, Translator, load
+from export.tflite.flatbuffer import builtin_codes, packed
 from keras_rnn import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -128,26 +129,17 @@ def test_onnx_external_data_is_refused_unless_allowed_and_inside_the_folder(tmp_
 
 # -- 3. no crafted file kills the process ---------------------------------------------------
 
-def _packed(model) -> bytes:
-    """A flatbuffer `ModelT` (LiteRT's schema object API) written back to .tflite bytes."""
-    import flatbuffers
-
-    builder = flatbuffers.Builder(1 << 20)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _crashing_tflite(content: bytes) -> bytes:
     """The exported file with its first LOGISTIC operator reading tensor -1 (SIGSEGV in LiteRT)."""
     from ai_edge_litert import schema_py_generated as schema
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    codes = [max(code.builtinCode, code.deprecatedBuiltinCode) for code in model.operatorCodes]
+    codes = builtin_codes(model)
     graph = model.subgraphs[0]
     operator = next(op for op in graph.operators
                     if codes[op.opcodeIndex] == schema.BuiltinOperator.LOGISTIC)
     operator.inputs = [-1] + list(operator.inputs[1:])
-    return _packed(model)
+    return packed(model)
 
 
 def test_a_tflite_file_that_crashes_the_interpreter_is_refused(tmp_path, gru_files):
@@ -391,7 +383,7 @@ def test_crafted_tflite_metadata_raises_model_file_errors(tmp_path, gru_files, c
     else:
         model.buffers[entry.buffer].data = np.frombuffer(TFLITE_METADATA_CASES[case], np.uint8)
     path = tmp_path / "crafted.tflite"
-    path.write_bytes(_packed(model))
+    path.write_bytes(packed(model))
     with pytest.raises(ModelFileError, match="crafted.tflite"):
         load(path)
 
@@ -423,6 +415,6 @@ def test_crafted_tflite_input_names_raise_model_file_errors(tmp_path, gru, state
             entry.name, renamed = state_name, renamed + 1
     assert renamed == 1
     crafted = tmp_path / "crafted.step.tflite"
-    crafted.write_bytes(_packed(model))
+    crafted.write_bytes(packed(model))
     with pytest.raises(ModelFileError, match="state inputs must be state_0, state_1"):
         StepModel(crafted)

@@ -46,18 +46,17 @@ def _onnx_with(tmp_path, model, metadata: dict):
 
 def _tflite_with_raw_metadata(tmp_path, model, data: bytes):
     """A .tflite file whose keras_rnn metadata entry holds `data` as it is."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
+
+    from export.tflite.flatbuffer import packed
 
     flatbuffer = export_tflite(model, tmp_path / "m.tflite").read_bytes()
     tree = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     for entry in tree.metadata or []:
         if entry.name in (b"keras_rnn", "keras_rnn"):
             tree.buffers[entry.buffer].data = np.frombuffer(data, np.uint8)
-    builder = flatbuffers.Builder(len(flatbuffer) + 1024)
-    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
     path = tmp_path / "raw.tflite"
-    path.write_bytes(bytes(builder.Output()))
+    path.write_bytes(packed(tree))
     return path
 
 

@@ -148,11 +148,11 @@ def check_exportable(model, *, carried_state: bool = True, strings: bool = False
     import keras
 
     model_inputs_outputs(model)
-    strings_read = string_inputs(model)
-    if strings_read and not strings:
+    strings_found = string_inputs(model)
+    if strings_found and not strings:
         raise UnsupportedModelError(
-            f"Model inputs {strings_read} are strings, read by {string_readers(model)}: .onnx "
-            "files take numbers (tf2onnx writes no string lookup table ONNX Runtime loads). "
+            f"{strings_read(model, strings_found)}: .onnx files take numbers (tf2onnx writes "
+            "no string lookup table ONNX Runtime loads). "
             f"Export to .tflite, which keeps a StringLookup's table in the file, or {IDS_ADVICE}")
     hidden = [inner.name for layer in all_layers(model) if isinstance(layer, keras.Model)
               for inner in sublayers(layer) if getattr(inner, "stateful", False)]
@@ -190,10 +190,12 @@ def string_inputs(model) -> list[str]:
     return [name for name, _, dtype in input_specs(model) if dtype == "string"]
 
 
-def string_readers(model) -> list[str]:
-    """The layers that read the model's strings (its preprocessing layers)."""
-    return [layer.name for layer in all_layers(model)
-            if type(layer).__name__ in STRING_LAYERS] or ["the first layer"]
+def strings_read(model, strings) -> str:
+    """How a refusal of string inputs begins: the inputs `strings` and the layers that read
+    them (the model's preprocessing layers)."""
+    readers = [layer.name for layer in all_layers(model)
+               if type(layer).__name__ in STRING_LAYERS] or ["the first layer"]
+    return f"Model inputs {strings} are strings, read by {readers}"
 
 
 def input_specs(model):

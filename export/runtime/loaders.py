@@ -118,6 +118,7 @@ class TFLiteModel:
         self._interpreter = interpreter(not unrolled if xnnpack is None else xnnpack)
         if malformed is not None:  # ... but a file LiteRT refuses is reported as that first
             raise malformed
+        self.state_layout = stateful_layout(self.metadata, self.path)
         self.kernel_times = None
         if xnnpack is None:  # an unrolled file: its batch read without the delegate
             batches = {int(detail["shape"][0])
@@ -125,19 +126,13 @@ class TFLiteModel:
             xnnpack = not (unrolled and batches == {1})
             if unrolled and xnnpack:
                 self._interpreter = interpreter(True)
-            elif unrolled and _timeable(self._interpreter, self.metadata, self.path):
+            elif unrolled and _timeable(self._interpreter, self.state_layout):
                 delegated = interpreter(True)
-                try:
-                    self.kernel_times = _kernel_times(self._interpreter, delegated)
-                except Exception:  # LiteRT's RuntimeError: a file that cannot run on zeros
-                    pass  # keeps the builtin kernels; its own runs report why
-                else:
-                    xnnpack = self.kernel_times["xnnpack"] < self.kernel_times["builtin"]
-                    if xnnpack:
-                        self._interpreter = delegated
+                self.kernel_times = _kernel_times(self._interpreter, delegated)
+                if self.kernel_times and self.kernel_times["xnnpack"] < self.kernel_times["builtin"]:
+                    self._interpreter, xnnpack = delegated, True
         self.xnnpack = xnnpack
         signatures = self._interpreter.get_signature_list()
-        self.state_layout = stateful_layout(self.metadata, self.path)
         if self.state_layout and RESET_SIGNATURE not in signatures:
             raise ModelFileError(f"{str(self.path)!r} lists stateful layers in its metadata "
                                  f"but has no {RESET_SIGNATURE!r} signature to reset them.")
@@ -372,10 +367,10 @@ class ONNXModel:
         return dict(zip(self.output_names, results))
 
 
-def _timeable(interpreter, metadata, path) -> bool:
-    """True for a file that can be run on zeros to time it: numeric inputs, no state carried
-    from call to call (a run would change it) and no fused LSTM's variable tensors."""
-    return (not stateful_layout(metadata, path)
+def _timeable(interpreter, state_layout) -> bool:
+    """True for a file that can be run on zeros to time it: numeric inputs and no state
+    carried from call to call (a run would change it)."""
+    return (not state_layout
             and all(np.issubdtype(np.dtype(detail["dtype"]), np.number)
                     for detail in interpreter.get_input_details()))
 
@@ -384,16 +379,21 @@ KERNEL_TIMING_RUNS = (3, 9)  # runs of each interpreter at least and at most ...
 KERNEL_TIMING_BUDGET = 0.2  # ... and past the least, seconds spent in all
 
 
-def _kernel_times(builtin, delegated) -> dict:
+def _kernel_times(builtin, delegated) -> dict | None:
     """The median time (ms) of one run on zeros for each of two interpreters of the same
-    file, run in turn so that both see the same load on the machine."""
+    file, run in turn so that both see the same load on the machine; None for a file that
+    cannot run on zeros (it keeps the builtin kernels, and its own runs report why)."""
     import time
 
     times = {"builtin": [], "xnnpack": []}
-    for interpreter in (builtin, delegated):
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
-        interpreter.invoke()  # the first run allocates and packs: not timed
+    try:
+        for interpreter in (builtin, delegated):
+            for detail in interpreter.get_input_details():
+                interpreter.set_tensor(detail["index"],
+                                       np.zeros(detail["shape"], detail["dtype"]))
+            interpreter.invoke()  # the first run allocates and packs: not timed
+    except Exception:  # LiteRT's RuntimeError (a crafted file's missing data, say)
+        return None
     started = time.perf_counter()
     least, most = KERNEL_TIMING_RUNS
     while len(times["builtin"]) < most and (

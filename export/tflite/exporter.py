@@ -32,7 +32,7 @@ from export.model.signature import (
     named_inference,
     output_names,
     string_inputs,
-    string_readers,
+    strings_read,
 )
 from export.model.state import state_layout, state_variables, stateful_batch, stateful_layers, states_reset
 from export.runtime import (
@@ -135,7 +135,7 @@ def build_tflite(
     stateful = stateful_layers(model)
     if strings and (mode.needs_calibration or form == "fused"):
         raise UnsupportedModelError(
-            f"Model inputs {strings} are strings (read by {string_readers(model)}): "
+            f"{strings_read(model, strings)}: "
             + ("quantize='int8' calibrates numbers only; use quantize='dynamic' or "
                "'float16', or quantize the model from the ids on." if mode.needs_calibration
                else "form='fused' rebuilds numeric chains only; use 'unrolled' or 'while'."))
@@ -159,11 +159,6 @@ def build_tflite(
     own = _own_seq_len(specs)
     form = choose_form(recurrent, seq_len if seq_len is not None else own, form, quantize,
                        stateful=bool(stateful))
-    if mode.needs_calibration and stateful and form == "while":
-        raise ValueError(
-            f"quantize={quantize!r} calibrates the 'while' form of models without stateful "
-            "layers only (a stateful file's state variables live across its calls): use "
-            "form='unrolled'.")
     fixed = []
     for name, shape, dtype in specs:
         length = _resolve_seq_len(
@@ -246,7 +241,7 @@ def _string_refusal(error, strings, model) -> TFLiteConversionError:
     layers, the ops they need, and what a file can hold instead."""
     ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither", str(error.__cause__))))
     return TFLiteConversionError(
-        f"Model inputs {strings} are strings, read by {string_readers(model)}, which need"
+        f"{strings_read(model, strings)}, which need"
         f"{' ' + ', '.join(ops) if ops else ''} ops TFLite has no builtin for: a .tflite file "
         "keeps a StringLookup (whole tokens looked up in a table). Standardize and split the "
         "text before the model (keras.Input of tokens into a StringLookup), or " + IDS_ADVICE)

@@ -88,6 +88,11 @@ def choose_form(recurrent, seq_len, form: str = "auto", quantize=None, *,
             f"has {sorted(cells)}. TFLite has no fused GRU or SimpleRNN kernel: use 'unrolled' "
             "or 'while'."
         )
+    if form == "while" and calibrated and stateful:
+        raise ValueError(
+            f"quantize={quantize!r} calibrates the 'while' form of models without stateful "
+            "layers only (a stateful file's state variables live across its calls): use "
+            "form='unrolled'.")
     return form
 
 
